@@ -1,0 +1,17 @@
+"""virtwire: a plugin-based real-time WebSocket gateway for virtual machines."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound  # noqa: E402
+from .hookspecs import hookimpl  # noqa: E402
+
+__all__ = [
+    "BackendUnavailable",
+    "ErrorCode",
+    "VirtwireError",
+    "VmNotFound",
+    "__version__",
+    "hookimpl",
+]

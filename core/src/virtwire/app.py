@@ -1,0 +1,107 @@
+"""The Starlette application factory, its lifespan, and the uvicorn server around it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from . import __version__
+from .builtins import builtin_plugins
+from .config import Settings, load_settings
+from .connection import WebSocketEndpoint
+from .errors import CloseCode
+from .gateway import Gateway
+from .log import get_logger
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    plugins: list[ModuleType | object] | None = None,
+    log: Any = None,
+) -> Starlette:
+    """Build the gateway app.
+
+    :param settings: validated settings (default: :func:`load_settings` from the
+        environment).
+    :param plugins: an explicit list of plugin modules/objects to register instead of the
+        installed entry points (tests use this); the built-in plugins are always loaded.
+    """
+    settings = settings or load_settings()
+    gateway = Gateway(settings, log or get_logger("virtwire"))
+    gateway.load_plugins(plugins, builtin_plugins())
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "status": "ok" if gateway.started else "starting",
+                "version": __version__,
+                "connections": len(gateway.sessions),
+            },
+            status_code=200 if gateway.started else 503,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.startup()
+        try:
+            yield
+        finally:
+            await gateway.shutdown()
+
+    routes = [
+        WebSocketRoute("/ws", WebSocketEndpoint(gateway)),
+        Route("/healthz", healthz),
+        *gateway.routes,
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app
+
+
+def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn configured as virtwire runs it: uvloop, httptools, the sans-I/O websockets
+    implementation, keepalive pings, no permessage-deflate unless configured."""
+    server = settings.server
+    options: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "ws": "websockets-sansio",
+        # The app checks max_message_bytes itself and answers with a precise error; this is
+        # the hard cap beyond which the protocol layer drops the connection (1009).
+        "ws_max_size": server.max_message_bytes * 2,
+        "ws_ping_interval": server.ping_interval or None,
+        "ws_ping_timeout": server.ping_timeout or None,
+        "ws_per_message_deflate": server.per_message_deflate,
+        "log_config": None,
+        "access_log": server.access_log,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": server.shutdown_timeout,
+        "server_header": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, closing every WebSocket with 1001 (going away) on shutdown before
+    uvicorn's own connection shutdown."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        app = self.config.app
+        gateway: Gateway | None = getattr(getattr(app, "state", None), "gateway", None)
+        if gateway is not None:
+            for server in self.servers:
+                server.close()
+            await gateway.close_all(CloseCode.GOING_AWAY, self.config.timeout_graceful_shutdown or 5)
+        await super().shutdown(sockets)

@@ -1,0 +1,84 @@
+"""``subscribe`` and ``unsubscribe``: dispatch to the topics plugins register."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ErrorCode, VirtwireError
+from ..hookspecs import hookimpl
+from ..topics import Reply
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+    from ..session import Session
+    from ..topics import Subscription, Topic
+
+
+def _topic(session: Session, data: dict[str, Any]) -> Topic:
+    name = data.get("topic")
+    if not isinstance(name, str):
+        raise VirtwireError(
+            ErrorCode.INVALID_MESSAGE,
+            "invalid data.topic: Expected `str`",
+            details={"field": "data.topic", "reason": "Expected `str`"},
+        )
+    topics = session.gateway.topics
+    topic = topics.get(name)
+    if topic is None:
+        raise VirtwireError(
+            ErrorCode.UNKNOWN_TOPIC,
+            session.gateway.catalogue(
+                "message.unknown_topic", topic=name, available=", ".join(sorted(topics))
+            ),
+            details={"topic": name, "available": sorted(topics)},
+        )
+    return topic
+
+
+async def _close(session: Session, sub: Subscription) -> None:
+    result = sub.close()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
+    topic = _topic(session, data)
+    session.require(topic.scope)
+    sub = await topic.subscribe(session, data)
+    old = session.subscriptions.pop(sub.key, None)
+    if old is not None:
+        await _close(session, old)
+    if session.close_code is not None:  # closed while subscribing
+        await _close(session, sub)
+        return Reply({"topic": topic.name, **sub.reply})
+    session.subscriptions[sub.key] = sub
+    return Reply({"topic": topic.name, **sub.reply}, then=sub.start)
+
+
+async def unsubscribe(session: Session, data: dict[str, Any]) -> dict[str, Any]:
+    topic = _topic(session, data)
+    key = topic.key(data)
+    sub = session.subscriptions.pop(key, None)
+    removed = 0
+    if sub is not None:
+        await _close(session, sub)
+        removed = 1
+    elif set(data) == {"topic"}:
+        # A bare {topic} ends every subscription of that topic.
+        for k in [k for k in session.subscriptions if isinstance(k, tuple) and k[:1] == (topic.name,)]:
+            await _close(session, session.subscriptions.pop(k))
+            removed += 1
+    if not removed:
+        raise VirtwireError(
+            ErrorCode.NOT_SUBSCRIBED,
+            session.gateway.catalogue("message.not_subscribed", topic=topic.name),
+            details={"topic": topic.name},
+        )
+    return {"topic": topic.name, "removed": removed}
+
+
+@hookimpl
+def register_handlers(register: Any, gateway: Gateway) -> None:
+    register("subscribe", subscribe)
+    register("unsubscribe", unsubscribe)

@@ -1,0 +1,295 @@
+"""VM features on the backend hooks: ``vm-status`` / ``vm-status-all`` topics,
+``vm-control``, and ``system-event`` frames from backend events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..backends import Action, HypervisorBackend, VmStatus
+from ..errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound
+from ..hookspecs import hookimpl
+from ..protocol import to_builtins
+from ..topics import Subscription
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+    from ..session import Session
+
+CHANNEL = "vm-status"
+
+
+class _Events:
+    """The ``VmEvents`` sink one backend reports to."""
+
+    def __init__(self, registry: VmRegistry, backend: HypervisorBackend) -> None:
+        self.registry = registry
+        self.backend = backend
+
+    def status(self, status: VmStatus) -> None:
+        self.registry.push(self.backend, status)
+
+    def event(
+        self,
+        event: str,
+        vm_id: str,
+        *,
+        level: str = "info",
+        message: str | None = None,
+        user_id: str | None = None,
+        details: object = None,
+    ) -> None:
+        self.registry.event(event, vm_id, level, message, user_id, details)
+
+    def removed(self, vm_id: str) -> None:
+        self.registry.forget(vm_id)
+
+
+class VmRegistry:
+    """Routes VM requests to the backend that owns the VM and keeps each VM's latest status."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.backends = list(gateway.backends)
+        self.channel = gateway.hub.channel(CHANNEL, latest=True)
+        self.channel.on_active(self._watching)
+        self.owner: dict[str, HypervisorBackend] = {}
+        self.latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._seq = 0
+
+    async def start(self) -> None:
+        for backend in self.backends:
+            try:
+                await backend.start(_Events(self, backend))
+            except Exception as exc:
+                self.gateway.log.error(
+                    "backend failed to start",
+                    backend=getattr(backend, "name", "?"),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    async def close(self) -> None:
+        for backend in self.backends:
+            try:
+                await backend.close()
+            except Exception as exc:
+                self.gateway.log.error(
+                    "backend failed to close",
+                    backend=getattr(backend, "name", "?"),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    def _watching(self, active: bool) -> None:
+        for backend in self.backends:
+            try:
+                backend.set_watching(active)
+            except Exception as exc:
+                self.gateway.log.error(
+                    "backend set_watching failed", backend=backend.name, error=repr(exc)
+                )
+
+    # -- from backends -----------------------------------------------------------------
+    def _store(self, backend: HypervisorBackend, status: VmStatus, seq: int) -> dict[str, Any]:
+        data = to_builtins(status)
+        self.owner[status.vmId] = backend
+        self.latest[status.vmId] = (seq, data)
+        return data
+
+    def push(self, backend: HypervisorBackend, status: VmStatus) -> None:
+        self._seq += 1
+        data = self._store(backend, status, self._seq)
+        self.channel.publish("vm-status", data, key=status.vmId)
+
+    def event(
+        self,
+        event: str,
+        vm_id: str,
+        level: str,
+        message: str | None,
+        user_id: str | None,
+        details: object,
+    ) -> None:
+        data: dict[str, Any] = {
+            "event": event,
+            "vmId": vm_id,
+            "message": message or self.gateway.catalogue(f"vm.event.{event}"),
+            "level": level,
+        }
+        if user_id is not None:
+            data["userId"] = user_id
+        if details is not None:
+            data["details"] = details
+
+        def allowed(session: Session) -> bool:
+            p = session.principal
+            return p is not None and p.has_scope("vm:read") and p.can_see(vm_id)
+
+        self.gateway.hub.broadcast("system-event", data, allowed)
+
+    def forget(self, vm_id: str) -> None:
+        self.owner.pop(vm_id, None)
+        self.latest.pop(vm_id, None)
+
+    # -- queries -----------------------------------------------------------------------
+    async def _fetch(self, backend: HypervisorBackend, vm_id: str) -> dict[str, Any]:
+        seq = self._seq
+        status = await backend.get_vm(vm_id)
+        cached = self.latest.get(vm_id)
+        if cached is not None and cached[0] > seq:
+            return cached[1]  # a push arrived while we asked: it is newer
+        return self._store(backend, status, seq)
+
+    async def get(self, vm_id: str) -> tuple[HypervisorBackend, dict[str, Any]]:
+        """The owning backend and current status of ``vm_id``."""
+        known = self.owner.get(vm_id)
+        candidates = [known] if known is not None else []
+        candidates += [b for b in self.backends if b is not known]
+        unavailable: BackendUnavailable | None = None
+        for backend in candidates:
+            try:
+                return backend, await self._fetch(backend, vm_id)
+            except VmNotFound:
+                if backend is known:
+                    self.forget(vm_id)
+                continue
+            except BackendUnavailable as exc:
+                unavailable = exc
+        if unavailable is not None:
+            raise unavailable
+        raise VmNotFound(vm_id, self.gateway.catalogue("vm.not_found", vm_id=vm_id))
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Current status of every VM of every available backend."""
+        seq = self._seq
+        results = await asyncio.gather(
+            *(b.list_vms() for b in self.backends), return_exceptions=True
+        )
+        out: list[dict[str, Any]] = []
+        errors: list[BaseException] = []
+        for backend, result in zip(self.backends, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append(result)
+                self.gateway.log.warning(
+                    "backend list failed", backend=backend.name, error=repr(result)
+                )
+                continue
+            for status in result:
+                cached = self.latest.get(status.vmId)
+                if cached is not None and cached[0] > seq:
+                    out.append(cached[1])
+                else:
+                    out.append(self._store(backend, status, seq))
+        if errors and len(errors) == len(self.backends):
+            first = errors[0]
+            if isinstance(first, VirtwireError):
+                raise first
+            raise BackendUnavailable(str(first))
+        return out
+
+    def current(self, vm_id: str) -> dict[str, Any] | None:
+        cached = self.latest.get(vm_id)
+        return cached[1] if cached else None
+
+
+# -- the topics ------------------------------------------------------------------------
+class VmStatusTopic:
+    """``vm-status`` (one VM with ``vmId``, all visible VMs without) and ``vm-status-all``."""
+
+    scope = "vm:read"
+
+    def __init__(self, name: str, gateway: Gateway) -> None:
+        self.name = name
+        self.gateway = gateway
+
+    def key(self, data: dict[str, Any]) -> Hashable:
+        vm_id = data.get("vmId") if self.name == "vm-status" else None
+        return (CHANNEL, vm_id if isinstance(vm_id, str) else None)
+
+    async def subscribe(self, session: Session, data: dict[str, Any]) -> Subscription:
+        registry: VmRegistry = self.gateway.vms
+        channel = registry.channel
+        vm_id = data.get("vmId") if self.name == "vm-status" else None
+        if vm_id is not None and not isinstance(vm_id, str):
+            raise VirtwireError(
+                ErrorCode.INVALID_MESSAGE,
+                "invalid data.vmId: Expected `str`",
+                details={"field": "data.vmId", "reason": "Expected `str`"},
+            )
+        principal = session.principal
+        assert principal is not None
+        outbox = session.outbox
+        if vm_id is not None:
+            session.require("vm:read", vm_id=vm_id)
+            await registry.get(vm_id)
+            wanted = vm_id
+
+            def accept(key: Hashable) -> bool:
+                return key == wanted
+
+            vm_ids = [vm_id]
+        else:
+            statuses = await registry.list_all()
+            vm_ids = [s["vmId"] for s in statuses if principal.can_see(s["vmId"])]
+            accept = principal.can_see if principal.vms is not None else None  # type: ignore[assignment]
+
+        handle: list[Any] = []
+
+        def start() -> None:
+            handle.append(channel.add(outbox, accept))
+            for vid in vm_ids:
+                current = registry.current(vid)
+                if current is not None:
+                    channel.send_to(outbox, "vm-status", current, key=vid)
+
+        def close() -> None:
+            for h in handle:
+                channel.remove(h)
+            handle.clear()
+
+        reply: dict[str, Any] = {"vmId": vm_id} if vm_id is not None else {"count": len(vm_ids)}
+        return Subscription(key=(CHANNEL, vm_id), close=close, reply=reply, start=start)
+
+
+# -- vm-control ------------------------------------------------------------------------
+class VmControl(msgspec.Struct, forbid_unknown_fields=True):
+    vmId: str
+    action: Action
+    force: bool = False
+
+
+async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
+    gateway = session.gateway
+    session.require("vm:control", vm_id=data.vmId)
+    backend, _ = await gateway.vms.get(data.vmId)
+    log = session.log.bind(vm=data.vmId, action=data.action)
+    try:
+        await backend.control(
+            data.vmId, data.action, force=data.force, user_id=session.user_id
+        )
+    except VirtwireError as exc:
+        log.info("vm-control failed", code=exc.code)
+        raise
+    except Exception as exc:
+        log.warning("vm-control failed", error=f"{type(exc).__name__}: {exc}")
+        raise VirtwireError(
+            f"VM_{data.action.upper()}_FAILED",
+            gateway.catalogue(f"vm.action_failed.{data.action}"),
+            vm_id=data.vmId,
+            details=str(exc),
+        ) from exc
+    log.info("vm-control done")
+    return {"vmId": data.vmId, "action": data.action, "status": "success"}
+
+
+@hookimpl
+def register_topics(register: Any, gateway: Gateway) -> None:
+    register(VmStatusTopic("vm-status", gateway))
+    register(VmStatusTopic("vm-status-all", gateway))
+
+
+@hookimpl
+def register_handlers(register: Any, gateway: Gateway) -> None:
+    register("vm-control", vm_control, scope="vm:control", schema=VmControl, concurrent=True)

@@ -1,0 +1,310 @@
+"""Typed configuration from a TOML file plus ``VIRTWIRE_*`` environment overrides.
+
+Layout::
+
+    [server]  host, port, allowed_origins, ...
+    [auth]    secret | public_key_file, algorithms, audience, issuer, auth_timeout, ...
+    [plugins] enabled = [...]          # default: every installed plugin
+    [plugins.NAME]                     # validated by plugin NAME
+
+Environment overrides use double underscores between levels, e.g.
+``VIRTWIRE_SERVER__PORT=3001`` or ``VIRTWIRE_PLUGINS__LIBVIRT__URI=qemu:///system``; the
+value is read as a TOML value when it parses as one (``3001``, ``true``, ``["a", "b"]``)
+and as a plain string otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from .errors import ConfigError
+from .messages import LOCALES
+
+T = TypeVar("T")
+
+ENV_PREFIX = "VIRTWIRE_"
+# Variables with the prefix that are not overrides.
+_ENV_SPECIAL = {"VIRTWIRE_CONFIG", "VIRTWIRE_LOAD_PLUGINS", "VIRTWIRE_STATE_DIR"}
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 3000
+    #: Browser origins allowed to connect ("https://app.example.com"); "*" allows any.
+    #: Same-origin requests and clients that send no Origin header are always allowed.
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    max_message_bytes: int = 1024 * 1024
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    send_queue_bytes: int = 4 * 1024 * 1024
+    send_queue_messages: int = 4096
+    rate_limit: float = 500.0
+    rate_burst: int = 1000
+    max_concurrent_requests: int = 16
+    per_message_deflate: bool = False
+    locale: str = "zh-CN"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+    shutdown_timeout: float = 5.0
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    secret: str | None = None
+    algorithms: list[str] = msgspec.field(default_factory=lambda: ["HS256"])
+    public_key_file: str | None = None
+    private_key_file: str | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    auth_timeout: float = 10.0
+    require_exp: bool = True
+    leeway: float = 0.0
+
+
+class _Root(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    plugins: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """The validated configuration of one gateway."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    #: Plugin names from ``[plugins] enabled``; None means every installed plugin.
+    enabled_plugins: list[str] | None = None
+    #: Raw ``[plugins.NAME]`` tables, validated by :meth:`plugin`.
+    plugin_sections: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    #: Where the settings came from (a path, or "<defaults>").
+    source: str = "<defaults>"
+    #: True when the HS256 secret was generated for development.
+    dev_secret: bool = False
+    #: The resolved signing/verification secret (never printed).
+    resolved_secret: str | None = None
+
+    def plugin(self, name: str, schema: type[T]) -> T:
+        """Validate the ``[plugins.NAME]`` section against ``schema`` (a msgspec Struct)."""
+        raw = self.plugin_sections.get(name, {})
+        try:
+            return msgspec.convert(raw, schema, str_keys=True)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_explain(exc, f"plugins.{name}", self.source)) from None
+
+
+def _explain(exc: msgspec.ValidationError, root: str, source: str) -> str:
+    text = str(exc)
+    path = root
+    match = re.search(r" - at `\$(.*)`$", text)
+    if match:
+        path = root + match.group(1)
+        text = text[: match.start()]
+    unknown = re.match(r"Object contains unknown field `(.+)`", text)
+    if unknown:
+        key = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return f"{source}: unknown key {key!r}"
+    where = f" at {path!r}" if path else ""
+    return f"{source}: invalid value{where}: {text}"
+
+
+def resolve_secret(value: str, what: str = "secret") -> str:
+    """Resolve a secret given directly or by reference: ``env:NAME`` or ``file:PATH``."""
+    if value.startswith("env:"):
+        name = value[4:]
+        found = os.environ.get(name)
+        if not found:
+            raise ConfigError(f"{what} refers to environment variable {name}, which is not set")
+        return found
+    if value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what} refers to file {path}: {exc.strerror}") from None
+    return value
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> list[str]:
+    applied = []
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX) or key in _ENV_SPECIAL:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(
+                f"environment variable {key}: expected VIRTWIRE_SECTION__KEY "
+                "(e.g. VIRTWIRE_SERVER__PORT=3001)"
+            )
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {key}: {part!r} is not a table")
+            node = child
+        node[parts[-1]] = _env_value(raw)
+        applied.append(key)
+    return applied
+
+
+def state_dir() -> Path:
+    """Where virtwire keeps its development state (the generated dev secret)."""
+    if os.environ.get("VIRTWIRE_STATE_DIR"):
+        return Path(os.environ["VIRTWIRE_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "virtwire"
+
+
+def dev_secret() -> str:
+    """The development secret: generated once, kept (mode 0600) in :func:`state_dir`."""
+    path = state_dir() / "dev-secret"
+    try:
+        value = path.read_text().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+_SYMMETRIC = {"HS256", "HS384", "HS512"}
+_ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+
+def _check_auth(auth: AuthConfig, source: str) -> None:
+    algs = set(auth.algorithms)
+    if not algs:
+        raise ConfigError(f"{source}: auth.algorithms must not be empty")
+    unknown = algs - _SYMMETRIC - _ASYMMETRIC
+    if unknown:
+        raise ConfigError(
+            f"{source}: auth.algorithms: unsupported {sorted(unknown)} "
+            f"(use HS256/384/512, RS*, PS*, ES* or EdDSA; 'none' is never accepted)"
+        )
+    if algs & _SYMMETRIC and algs & _ASYMMETRIC:
+        raise ConfigError(
+            f"{source}: auth.algorithms mixes shared-secret and public-key algorithms; "
+            "choose one family (this prevents algorithm-confusion attacks)"
+        )
+    if algs & _ASYMMETRIC and not auth.public_key_file:
+        raise ConfigError(f"{source}: auth.algorithms {sorted(algs)} need auth.public_key_file")
+    if algs & _SYMMETRIC and auth.public_key_file:
+        raise ConfigError(
+            f"{source}: auth.public_key_file is set but auth.algorithms are HMAC "
+            f"{sorted(algs)}; set algorithms = [\"RS256\"] (or ES256)"
+        )
+    if auth.auth_timeout <= 0:
+        raise ConfigError(f"{source}: auth.auth_timeout must be positive")
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Settings:
+    """Load settings from ``path`` (or ``$VIRTWIRE_CONFIG``), or ``data``, plus env overrides.
+
+    Without any file and without ``data`` the embedded defaults apply: 127.0.0.1:3000 and a
+    generated development secret.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if path is None and data is None and env.get("VIRTWIRE_CONFIG"):
+        path = env["VIRTWIRE_CONFIG"]
+    raw: dict[str, Any]
+    if data is not None:
+        raw = _deepcopy(data)
+        source = "<config>"
+    elif path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    else:
+        raw = {}
+        source = "<defaults>"
+    applied = _apply_env(raw, env)
+    if applied:
+        source = f"{source} (+ {', '.join(applied)})"
+    try:
+        root = msgspec.convert(raw, _Root, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, "", source)) from None
+
+    enabled: list[str] | None = None
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in root.plugins.items():
+        if key == "enabled":
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{source}: plugins.enabled must be a list of plugin names")
+            enabled = list(value)
+        elif isinstance(value, dict):
+            sections[key] = value
+        else:
+            raise ConfigError(
+                f"{source}: unknown key 'plugins.{key}' (expected 'enabled' or a "
+                f"[plugins.{key}] table)"
+            )
+
+    if root.server.locale not in LOCALES:
+        raise ConfigError(
+            f"{source}: server.locale {root.server.locale!r} is not available "
+            f"(available: {', '.join(LOCALES)})"
+        )
+    if not 0 <= root.server.port <= 65535:
+        raise ConfigError(f"{source}: server.port {root.server.port} is out of range")
+    if root.server.max_message_bytes < 1024:
+        raise ConfigError(f"{source}: server.max_message_bytes must be at least 1024")
+    _check_auth(root.auth, source)
+
+    settings = Settings(
+        server=root.server,
+        auth=root.auth,
+        enabled_plugins=enabled,
+        plugin_sections=sections,
+        source=source,
+    )
+    if root.auth.secret is not None:
+        settings.resolved_secret = resolve_secret(root.auth.secret, "auth.secret")
+        if len(settings.resolved_secret) < 16:
+            raise ConfigError(f"{source}: auth.secret is too short (use at least 16 characters)")
+    elif not root.auth.public_key_file:
+        if source.startswith("<defaults>"):
+            settings.resolved_secret = dev_secret()
+            settings.dev_secret = True
+        else:
+            raise ConfigError(
+                f"{source}: no [auth] secret or public_key_file; set auth.secret "
+                '(e.g. secret = "env:VIRTWIRE_SECRET") or auth.public_key_file'
+            )
+    return settings
+
+
+def _deepcopy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deepcopy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deepcopy(v) for v in value]
+    return value

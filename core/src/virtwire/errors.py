@@ -1,0 +1,89 @@
+"""Error codes and the exception that carries them to a client."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Every ``code`` an ``error`` frame can carry (docs/protocol.md lists their meaning)."""
+
+    AUTH_REQUIRED = "AUTH_REQUIRED"
+    AUTH_FAILED = "AUTH_FAILED"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    MESSAGE_TOO_BIG = "MESSAGE_TOO_BIG"
+    UNKNOWN_TYPE = "UNKNOWN_TYPE"
+    UNKNOWN_TOPIC = "UNKNOWN_TOPIC"
+    NOT_SUBSCRIBED = "NOT_SUBSCRIBED"
+    VM_NOT_FOUND = "VM_NOT_FOUND"
+    BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
+    CONSOLE_UNAVAILABLE = "CONSOLE_UNAVAILABLE"
+    VNC_NOT_READY = "VNC_NOT_READY"
+    TERMINAL_AUTH_FAILED = "TERMINAL_AUTH_FAILED"
+    LOG_NOT_FOUND = "LOG_NOT_FOUND"
+    RATE_LIMITED = "RATE_LIMITED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class CloseCode:
+    """WebSocket close codes virtwire uses."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    POLICY_VIOLATION = 1008  # e.g. a log file that is not on the allow list
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    AUTH = 4001  # authentication failed, timed out or the token expired
+    SLOW_CONSUMER = 4008  # the client fell too far behind
+    TOO_MANY_CONNECTIONS = 4029
+
+
+class VirtwireError(Exception):
+    """An error reported to the client as an ``error`` frame.
+
+    Plugins raise it (or a subclass) from handlers, topics, backends and transports.
+    ``code`` is an :class:`ErrorCode` value or a plugin's own upper-case code
+    (``VM_START_FAILED``); ``message`` is human-readable; ``details`` is optional
+    machine- or operator-oriented detail (e.g. the hypervisor's own message).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        vm_id: str | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+        self.vm_id = vm_id
+        self.details = details
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.vm_id is not None:
+            data["vmId"] = self.vm_id
+        if self.details is not None:
+            data["details"] = self.details
+        return data
+
+
+class VmNotFound(VirtwireError):
+    def __init__(self, vm_id: str, message: str | None = None) -> None:
+        super().__init__(
+            ErrorCode.VM_NOT_FOUND, message or f"VM {vm_id!r} not found", vm_id=vm_id
+        )
+
+
+class BackendUnavailable(VirtwireError):
+    def __init__(self, message: str, *, vm_id: str | None = None, details: Any = None) -> None:
+        super().__init__(ErrorCode.BACKEND_UNAVAILABLE, message, vm_id=vm_id, details=details)
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message says where and how to fix it."""

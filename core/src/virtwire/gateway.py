@@ -1,0 +1,235 @@
+"""The running gateway: settings, plugins, registries, hub, and their lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import msgspec
+from starlette.routing import BaseRoute
+from starlette.websockets import WebSocket
+
+from .auth import Authenticator, Principal
+from .backends import HypervisorBackend
+from .collectors import MetricCollector
+from .config import Settings
+from .consoles import ConsoleTransport
+from .errors import CloseCode, ConfigError, VirtwireError
+from .hub import Hub
+from .logsources import LogSource
+from .messages import Catalogue
+from .plugins import PluginManager
+from .session import Session, State
+from .topics import Handler, MessageHandler, Topic
+
+
+class Gateway:
+    """Everything one virtwire server holds. Plugins receive it in their hooks."""
+
+    def __init__(self, settings: Settings, log: Any) -> None:
+        self.settings = settings
+        self.log = log
+        self.catalogue = Catalogue(settings.server.locale)
+        self.auth = Authenticator(settings)
+        self.hub = Hub()
+        self.plugins = PluginManager(log)
+        self.backends: list[HypervisorBackend] = []
+        self.consoles: list[ConsoleTransport] = []
+        self.log_sources: list[LogSource] = []
+        self.collectors: list[MetricCollector] = []
+        self.handlers: dict[str, MessageHandler] = {}
+        self.topics: dict[str, Topic] = {}
+        self.routes: list[BaseRoute] = []
+        self.sessions: set[Session] = set()
+        self._settings_schemas: dict[str, type] = {}
+        self._plugin_configs: dict[str, Any] = {}
+        self._owners: dict[str, str] = {}  # handler type / topic name -> plugin
+        self.started = False
+
+    # -- building ----------------------------------------------------------------------
+    def load_plugins(
+        self,
+        plugins: list[ModuleType | object | tuple[str, object]] | None,
+        builtins: list[tuple[str, ModuleType]],
+    ) -> None:
+        """Load the built-in plugins and either ``plugins`` (explicit) or the installed ones,
+        then run every registration hook."""
+        self.plugins.load_builtins(builtins)
+        if plugins is None:
+            self.plugins.load_installed(
+                self.settings.enabled_plugins, source=self.settings.source
+            )
+        else:
+            for plugin in plugins:
+                if isinstance(plugin, tuple):
+                    name, plugin = plugin
+                else:
+                    name = getattr(plugin, "__name__", None) or type(plugin).__name__
+                self.plugins.register(plugin, name)
+        self._register_settings()
+        self._collect("register_backends", self.backends)
+        self._collect("register_consoles", self.consoles)
+        self._collect("register_log_sources", self.log_sources)
+        self._collect("register_collectors", self.collectors)
+        self._collect("register_routes", self.routes)
+        self._register_handlers()
+        self._register_topics()
+
+    def _register_settings(self) -> None:
+        for plugin, _ in self.plugins.impls("register_settings"):
+            staged: dict[str, type] = {}
+            if not self.plugins.call_one(
+                plugin, "register_settings", register=staged.__setitem__
+            ):
+                continue
+            for name, schema in staged.items():
+                self._settings_schemas[name] = schema
+                # A bad section is an operator error: stop with the message.
+                self._plugin_configs[name] = self.settings.plugin(name, schema)
+        known = set(self.plugins.infos) | set(self._settings_schemas)
+        for section in self.settings.plugin_sections:
+            if section not in known:
+                raise ConfigError(
+                    f"{self.settings.source}: [plugins.{section}]: no installed plugin is named "
+                    f"{section!r} (installed: {', '.join(sorted(self.plugins.infos)) or 'none'})"
+                )
+            info = self.plugins.infos.get(section)
+            if section not in self._settings_schemas and info is not None and info.state == "enabled":
+                raise ConfigError(
+                    f"{self.settings.source}: [plugins.{section}]: plugin {section!r} takes no "
+                    "settings; remove the section"
+                )
+
+    def plugin_config(self, name: str) -> Any:
+        """The validated ``[plugins.NAME]`` section (defaults if absent)."""
+        if name not in self._plugin_configs:
+            raise KeyError(f"plugin {name!r} registered no settings")
+        return self._plugin_configs[name]
+
+    def _collect(self, hook: str, target: list[Any]) -> None:
+        for plugin, _ in list(self.plugins.impls(hook)):
+            staged: list[Any] = []
+            ok = self.plugins.call_one(
+                plugin, hook, register=staged.append, gateway=self
+            )
+            if ok:
+                target.extend(staged)
+
+    def _register_handlers(self) -> None:
+        for plugin, _ in list(self.plugins.impls("register_handlers")):
+            staged: list[MessageHandler] = []
+
+            def register(
+                type_: str,
+                handler: Handler,
+                *,
+                scope: str | None = None,
+                schema: type | None = None,
+                concurrent: bool = False,
+                _staged: list[MessageHandler] = staged,
+            ) -> None:
+                if schema is not None and not (
+                    isinstance(schema, type) and issubclass(schema, msgspec.Struct)
+                ):
+                    raise TypeError(f"schema for {type_!r} must be a msgspec.Struct type")
+                _staged.append(MessageHandler(type_, handler, scope, schema, concurrent))
+
+            if not self.plugins.call_one(plugin, "register_handlers", register=register, gateway=self):
+                continue
+            for h in staged:
+                if h.type in self.handlers:
+                    raise ConfigError(
+                        f"message type {h.type!r} is registered by both plugin "
+                        f"{self._owners[h.type]!r} and {plugin!r}; disable one of them"
+                    )
+                self.handlers[h.type] = h
+                self._owners[h.type] = plugin
+
+    def _register_topics(self) -> None:
+        for plugin, _ in list(self.plugins.impls("register_topics")):
+            staged: list[Topic] = []
+            if not self.plugins.call_one(plugin, "register_topics", register=staged.append, gateway=self):
+                continue
+            for topic in staged:
+                key = f"topic:{topic.name}"
+                if topic.name in self.topics:
+                    raise ConfigError(
+                        f"topic {topic.name!r} is registered by both plugin "
+                        f"{self._owners[key]!r} and {plugin!r}; disable one of them"
+                    )
+                self.topics[topic.name] = topic
+                self._owners[key] = plugin
+
+    # -- authorization -----------------------------------------------------------------
+    def authorized(self, principal: Principal, action: str, resource: str | None) -> bool:
+        for _, result in self.plugins.call_each(
+            "authorize", principal=principal, action=action, resource=resource
+        ):
+            if result is False:
+                return False
+        return True
+
+    async def authenticate_websocket(
+        self, websocket: WebSocket, *, scope: str | None = None
+    ) -> Principal:
+        """Verify the token of a plugin route's WebSocket (``?token=`` or ``Authorization:
+        Bearer``) and check ``scope``. Raises ``VirtwireError``."""
+        from .connection import token_from_scope
+
+        token = token_from_scope(websocket.scope)
+        if not token:
+            from .errors import ErrorCode
+
+            raise VirtwireError(ErrorCode.AUTH_REQUIRED, self.catalogue("auth.required"))
+        principal = self.auth.verify(token)
+        if not principal.has_scope(scope) or not self.authorized(principal, scope or "", None):
+            from .errors import ErrorCode
+
+            raise VirtwireError(ErrorCode.FORBIDDEN, self.catalogue("forbidden.scope", scope=scope))
+        return principal
+
+    # -- lifespan ----------------------------------------------------------------------
+    async def startup(self) -> None:
+        from .builtins.vms import VmRegistry
+
+        self.vms = VmRegistry(self)
+        await self.vms.start()
+        for plugin, result in list(self.plugins.call_each("startup", gateway=self)):
+            if inspect.isawaitable(result):
+                try:
+                    await result
+                except Exception as exc:
+                    self.plugins.fail(plugin, "startup", exc)
+        self.started = True
+        self.log.info(
+            "gateway started",
+            plugins=[n for n, i in sorted(self.plugins.infos.items()) if i.state == "enabled"],
+            failed=[n for n, i in sorted(self.plugins.infos.items()) if i.state == "failed"],
+        )
+
+    async def close_all(self, code: int = CloseCode.GOING_AWAY, timeout: float = 5.0) -> None:
+        """Close every connection with ``code`` and wait (bounded) until they are gone."""
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.close(code, self.catalogue("close.shutdown"), flush=False)
+        waits = [s.finished.wait() for s in sessions if s.state is not State.CLOSED]
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=timeout)
+
+    async def shutdown(self) -> None:
+        await self.close_all(CloseCode.GOING_AWAY, self.settings.server.shutdown_timeout)
+        for plugin, result in list(self.plugins.call_each("shutdown", gateway=self)):
+            if inspect.isawaitable(result):
+                try:
+                    await result
+                except Exception as exc:
+                    self.plugins.fail(plugin, "shutdown", exc)
+        if hasattr(self, "vms"):
+            await self.vms.close()
+        self.started = False
+
+
+Register = Callable[..., None]

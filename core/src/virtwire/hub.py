@@ -1,0 +1,256 @@
+"""Topics, subscriptions and fan-out.
+
+A :class:`Channel` is a named stream of frames (``vm-status``, ``system-monitor:5000``).
+``publish`` encodes a frame once and hands the same text to every subscriber's
+:class:`Outbox`. Latest-value channels coalesce per key: while a frame for key K is still
+waiting in a slow client's outbox, a newer frame for K replaces it in place. Every outbox
+is bounded; a client that falls further behind is closed (close code 4008) without slowing
+anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .protocol import encode
+
+Accept = Callable[[Hashable], bool]
+
+
+class _Slot:
+    """A coalescing entry: the newest text for one (channel, key)."""
+
+    __slots__ = ("key", "text")
+
+    def __init__(self, key: Hashable, text: str) -> None:
+        self.key = key
+        self.text = text
+
+
+class Outbox:
+    """The bounded send queue of one connection.
+
+    ``put`` and ``put_latest`` never block; when the queue would exceed ``max_bytes`` or
+    ``max_messages`` the outbox overflows: it drops its backlog and calls ``on_overflow``.
+    """
+
+    __slots__ = (
+        "_items",
+        "_latest",
+        "_waiter",
+        "closed",
+        "max_bytes",
+        "max_messages",
+        "on_overflow",
+        "overflowed",
+        "queued_bytes",
+    )
+
+    def __init__(
+        self,
+        max_bytes: int,
+        max_messages: int,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
+        self._items: deque[str | _Slot] = deque()
+        self._latest: dict[Hashable, _Slot] = {}
+        self._waiter: asyncio.Future[None] | None = None
+        self.queued_bytes = 0
+        self.max_bytes = max_bytes
+        self.max_messages = max_messages
+        self.on_overflow = on_overflow
+        self.overflowed = False
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fits(self, size: int) -> bool:
+        if self.queued_bytes + size > self.max_bytes or len(self._items) >= self.max_messages:
+            self._overflow()
+            return False
+        return True
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self.clear()
+        if self.on_overflow is not None:
+            self.on_overflow()
+
+    def put(self, text: str) -> bool:
+        """Queue one frame. Returns False if the outbox is closed or overflowed."""
+        if self.closed or self.overflowed:
+            return False
+        size = len(text)
+        if not self._fits(size):
+            return False
+        self._items.append(text)
+        self.queued_bytes += size
+        if self._waiter is not None:
+            self._wake()
+        return True
+
+    def put_latest(self, key: Hashable, text: str) -> bool:
+        """Queue a latest-value frame, replacing a still-queued one with the same key."""
+        if self.closed or self.overflowed:
+            return False
+        slot = self._latest.get(key)
+        if slot is not None:
+            self.queued_bytes += len(text) - len(slot.text)
+            slot.text = text
+            return True
+        size = len(text)
+        if not self._fits(size):
+            return False
+        slot = _Slot(key, text)
+        self._latest[key] = slot
+        self._items.append(slot)
+        self.queued_bytes += size
+        if self._waiter is not None:
+            self._wake()
+        return True
+
+    def pop(self) -> str | None:
+        """Take the next frame without waiting (None when empty)."""
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if isinstance(item, _Slot):
+            del self._latest[item.key]
+            item = item.text
+        self.queued_bytes -= len(item)
+        return item
+
+    async def get(self) -> str | None:
+        """Wait for the next frame; None once the outbox is closed and drained."""
+        while True:
+            item = self.pop()
+            if item is not None:
+                return item
+            if self.closed or self.overflowed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._latest.clear()
+        self.queued_bytes = 0
+
+    def close(self) -> None:
+        """No more frames; :meth:`get` returns what is queued, then None."""
+        self.closed = True
+        self._wake()
+
+
+class Subscriber:
+    """One outbox's membership in a channel, with an optional key filter."""
+
+    __slots__ = ("accept", "outbox")
+
+    def __init__(self, outbox: Outbox, accept: Accept | None) -> None:
+        self.outbox = outbox
+        self.accept = accept
+
+
+class Channel:
+    """A named stream of frames with subscribers.
+
+    ``on_active(True)`` is called when the first subscriber joins, ``on_active(False)``
+    when the last leaves: producers (samplers, tailers, pollers) start and stop with it.
+    """
+
+    def __init__(self, name: str, *, latest: bool = False) -> None:
+        self.name = name
+        self.latest = latest
+        self._subscribers: list[Subscriber] = []
+        self._listeners: list[Callable[[bool], Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def on_active(self, listener: Callable[[bool], Any]) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, active: bool) -> None:
+        for listener in list(self._listeners):
+            listener(active)
+
+    def add(self, outbox: Outbox, accept: Accept | None = None) -> Subscriber:
+        sub = Subscriber(outbox, accept)
+        self._subscribers.append(sub)
+        if len(self._subscribers) == 1:
+            self._notify(True)
+        return sub
+
+    def remove(self, sub: Subscriber) -> None:
+        try:
+            self._subscribers.remove(sub)
+        except ValueError:
+            return
+        if not self._subscribers:
+            self._notify(False)
+
+    def publish(self, type_: str, data: Any, key: Hashable = None) -> int:
+        """Encode one frame once and queue it for every subscriber whose filter admits
+        ``key``. Returns how many outboxes took it."""
+        if not self._subscribers:
+            return 0
+        return self.publish_text(encode(type_, data), key)
+
+    def publish_text(self, text: str, key: Hashable = None) -> int:
+        delivered = 0
+        if self.latest:
+            slot_key = (self.name, key)
+            for sub in self._subscribers:
+                if sub.accept is None or sub.accept(key):
+                    delivered += sub.outbox.put_latest(slot_key, text)
+        else:
+            for sub in self._subscribers:
+                if sub.accept is None or sub.accept(key):
+                    delivered += sub.outbox.put(text)
+        return delivered
+
+    def send_to(self, outbox: Outbox, type_: str, data: Any, key: Hashable = None) -> bool:
+        """Queue one frame for one subscriber through this channel's coalescing (used for
+        the current value a new subscriber gets first)."""
+        text = encode(type_, data)
+        if self.latest:
+            return outbox.put_latest((self.name, key), text)
+        return outbox.put(text)
+
+
+class Hub:
+    """All channels of a gateway and the set of authenticated connections."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, Channel] = {}
+        self.sessions: set[Any] = set()
+
+    def channel(self, name: str, *, latest: bool = False) -> Channel:
+        """Get or create the channel ``name``."""
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = Channel(name, latest=latest)
+        return channel
+
+    def broadcast(
+        self, type_: str, data: Any, accept: Callable[[Any], bool] | None = None
+    ) -> int:
+        """Send one frame (encoded once) to every authenticated session ``accept`` admits."""
+        text = encode(type_, data)
+        delivered = 0
+        for session in list(self.sessions):
+            if accept is None or accept(session):
+                delivered += session.outbox.put(text)
+        return delivered

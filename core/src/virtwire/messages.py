@@ -1,0 +1,121 @@
+"""The message catalogue: every human-readable text a client sees, per locale.
+
+The default locale ``zh-CN`` uses the wording of the API documents virtwire implements
+(existing clients match some of these texts); ``en`` is available. Plugins add their own
+keys with :meth:`Catalogue.add`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+DEFAULT_LOCALE = "zh-CN"
+
+_BUILTIN: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "auth.required": "需要认证：请在 auth 消息或 token 查询参数中提供 token",
+        "auth.timeout": "认证超时：{seconds} 秒内未收到 auth 消息",
+        "auth.failed": "认证失败：{reason}",
+        "auth.expired": "token 已过期",
+        "auth.user_changed": "不能在同一连接上切换用户（{old} → {new}）",
+        "forbidden.scope": "权限不足：需要 {scope} 权限",
+        "forbidden.vm": "无权访问虚拟机 {vm_id}",
+        "message.too_big": "消息过大：{size} 字节，上限 {limit} 字节",
+        "message.unknown_type": "未知的消息类型：{type}",
+        "message.unknown_topic": "未知的订阅主题：{topic}（可用：{available}）",
+        "message.not_subscribed": "未订阅：{topic}",
+        "message.rate_limited": "消息过于频繁，请稍后再试",
+        "message.busy": "并发请求过多（上限 {limit}）",
+        "internal": "服务器内部错误",
+        "vm.not_found": "虚拟机 {vm_id} 不存在",
+        "vm.action_failed.start": "虚拟机启动失败",
+        "vm.action_failed.stop": "虚拟机停止失败",
+        "vm.action_failed.restart": "虚拟机重启失败",
+        "vm.action_failed.pause": "虚拟机暂停失败",
+        "vm.action_failed.resume": "虚拟机恢复失败",
+        "vm.action_failed.reset": "虚拟机重置失败",
+        "vm.event.vm-created": "虚拟机创建成功",
+        "vm.event.vm-started": "虚拟机已启动",
+        "vm.event.vm-stopped": "虚拟机已停止",
+        "vm.event.vm-paused": "虚拟机已暂停",
+        "vm.event.vm-resumed": "虚拟机已恢复",
+        "vm.event.vm-rebooted": "虚拟机已重启",
+        "vm.event.vm-crashed": "虚拟机崩溃",
+        "vm.event.vm-deleted": "虚拟机已删除",
+        "backend.unavailable": "虚拟化后端不可用：{name}",
+        "close.slow_consumer": "客户端接收过慢，连接已关闭",
+        "close.shutdown": "服务器正在关闭",
+        "logs.not_found": "日志文件 {name} 不存在",
+        "logs.forbidden": "不允许访问请求的文件: {name}",
+        "logs.truncated": "日志文件被截断，重新加载...",
+        "logs.deleted": "日志文件 {name} 不再存在",
+        "logs.rotated": "日志文件 {name} 已轮转，继续跟踪新文件",
+        "logs.dropped": "客户端接收过慢，跳过了 {count} 行日志",
+        "logs.too_many": "连接过多：每个客户端最多 {limit} 个日志连接",
+        "logs.line_cut": "…[行过长，已截断 {count} 字节]",
+    },
+    "en": {
+        "auth.required": "authentication required: send an auth message or a token query parameter",
+        "auth.timeout": "authentication timed out: no auth message within {seconds} s",
+        "auth.failed": "authentication failed: {reason}",
+        "auth.expired": "token expired",
+        "auth.user_changed": "cannot switch users on one connection ({old} -> {new})",
+        "forbidden.scope": "forbidden: the {scope} scope is required",
+        "forbidden.vm": "forbidden: no access to VM {vm_id}",
+        "message.too_big": "message too big: {size} bytes, limit {limit} bytes",
+        "message.unknown_type": "unknown message type: {type}",
+        "message.unknown_topic": "unknown topic: {topic} (available: {available})",
+        "message.not_subscribed": "not subscribed: {topic}",
+        "message.rate_limited": "too many messages, slow down",
+        "message.busy": "too many concurrent requests (limit {limit})",
+        "internal": "internal server error",
+        "vm.not_found": "VM {vm_id} not found",
+        "vm.action_failed.start": "failed to start the VM",
+        "vm.action_failed.stop": "failed to stop the VM",
+        "vm.action_failed.restart": "failed to restart the VM",
+        "vm.action_failed.pause": "failed to pause the VM",
+        "vm.action_failed.resume": "failed to resume the VM",
+        "vm.action_failed.reset": "failed to reset the VM",
+        "vm.event.vm-created": "VM created",
+        "vm.event.vm-started": "VM started",
+        "vm.event.vm-stopped": "VM stopped",
+        "vm.event.vm-paused": "VM paused",
+        "vm.event.vm-resumed": "VM resumed",
+        "vm.event.vm-rebooted": "VM rebooted",
+        "vm.event.vm-crashed": "VM crashed",
+        "vm.event.vm-deleted": "VM deleted",
+        "backend.unavailable": "hypervisor backend unavailable: {name}",
+        "close.slow_consumer": "client too slow, connection closed",
+        "close.shutdown": "server shutting down",
+        "logs.not_found": "log file {name} does not exist",
+        "logs.forbidden": "access to the requested file is not allowed: {name}",
+        "logs.truncated": "log file truncated, reloading...",
+        "logs.deleted": "log file {name} no longer exists",
+        "logs.rotated": "log file {name} was rotated, following the new file",
+        "logs.dropped": "client too slow, skipped {count} log lines",
+        "logs.too_many": "too many connections: at most {limit} log connections per client",
+        "logs.line_cut": "…[line too long, {count} bytes cut]",
+    },
+}
+
+LOCALES = tuple(_BUILTIN)
+
+
+class Catalogue:
+    """Looks up message templates for one locale, falling back to ``en`` then the key."""
+
+    def __init__(self, locale: str = DEFAULT_LOCALE) -> None:
+        if locale not in _BUILTIN:
+            raise ValueError(f"unknown locale {locale!r} (available: {', '.join(LOCALES)})")
+        self.locale = locale
+        self._texts: dict[str, dict[str, str]] = {k: dict(v) for k, v in _BUILTIN.items()}
+
+    def add(self, locale: str, texts: Mapping[str, str]) -> None:
+        """Add or override templates for a locale (plugins call this at registration)."""
+        self._texts.setdefault(locale, {}).update(texts)
+
+    def __call__(self, key: str, /, **params: object) -> str:
+        template = self._texts.get(self.locale, {}).get(key)
+        if template is None:
+            template = self._texts["en"].get(key, key)
+        return template.format(**params) if params else template

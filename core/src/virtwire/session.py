@@ -1,0 +1,105 @@
+"""A connection as plugins see it: who, what it subscribed to, and how to send to it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Hashable
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .errors import CloseCode, ErrorCode, VirtwireError
+from .hub import Outbox
+from .protocol import Id, encode, encode_error
+
+if TYPE_CHECKING:
+    from .auth import Principal
+    from .gateway import Gateway
+    from .topics import Subscription
+
+_ids = itertools.count(1)
+
+
+class State(Enum):
+    """The life of a ``/ws`` connection."""
+
+    CONNECTING = "connecting"
+    AUTHENTICATING = "authenticating"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Session:
+    """One ``/ws`` connection.
+
+    Handlers and topics get it as their first argument: ``principal`` (None until
+    authenticated), ``outbox`` (to add to channels), ``send``/``send_error`` to queue frames,
+    ``close`` to end the connection, ``log`` bound with the connection id and user id.
+    """
+
+    def __init__(self, gateway: Gateway, client: str | None = None) -> None:
+        self.id = f"c{next(_ids)}"
+        self.gateway = gateway
+        self.client = client
+        self.state = State.CONNECTING
+        self.principal: Principal | None = None
+        server = gateway.settings.server
+        self.outbox = Outbox(server.send_queue_bytes, server.send_queue_messages, self._overflow)
+        self.subscriptions: dict[Hashable, Subscription] = {}
+        self.finished = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.log = gateway.log.bind(conn=self.id)
+
+    @property
+    def user_id(self) -> str | None:
+        return self.principal.user_id if self.principal else None
+
+    def send(self, type_: str, data: Any, id_: Id | None = None) -> bool:
+        """Queue one frame. Returns False if the connection is closing or overflowed."""
+        return self.outbox.put(encode(type_, data, id_))
+
+    def send_error(self, error: VirtwireError, id_: Id | None = None) -> bool:
+        return self.outbox.put(encode_error(error, id_))
+
+    def require(self, scope: str | None, *, vm_id: str | None = None, resource: str | None = None) -> None:
+        """Raise FORBIDDEN unless the principal has ``scope``, may see ``vm_id`` and no
+        ``authorize`` hook denies."""
+        principal = self.principal
+        text = self.gateway.catalogue
+        if principal is None:
+            raise VirtwireError(ErrorCode.AUTH_REQUIRED, text("auth.required"))
+        if not principal.has_scope(scope):
+            raise VirtwireError(
+                ErrorCode.FORBIDDEN, text("forbidden.scope", scope=scope), vm_id=vm_id
+            )
+        if vm_id is not None and not principal.can_see(vm_id):
+            raise VirtwireError(
+                ErrorCode.FORBIDDEN, text("forbidden.vm", vm_id=vm_id), vm_id=vm_id
+            )
+        if not self.gateway.authorized(principal, scope or "", resource or vm_id):
+            raise VirtwireError(
+                ErrorCode.FORBIDDEN, text("forbidden.scope", scope=scope), vm_id=vm_id
+            )
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "", *, flush: bool = True) -> None:
+        """Close the connection with ``code`` after sending what is queued (``flush``) or at
+        once."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        if self.state in (State.OPEN, State.AUTHENTICATING, State.CONNECTING):
+            self.state = State.CLOSING
+        if not flush:
+            self.outbox.clear()
+        self.outbox.close()
+
+    def _overflow(self) -> None:
+        self.log.warning("client too slow; closing", code=CloseCode.SLOW_CONSUMER)
+        if self.close_code is None:
+            self.close_code = CloseCode.SLOW_CONSUMER
+            self.close_reason = self.gateway.catalogue("close.slow_consumer")
+            self.state = State.CLOSING
+        self.outbox.close()

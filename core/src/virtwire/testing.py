@@ -1,0 +1,234 @@
+"""Test kit for virtwire and its plugins: a real server on a free port, tokens, clients.
+
+Use it from pytest::
+
+    from virtwire.testing import run_server
+
+    async def test_hello():
+        async with run_server(plugins=[my_plugin]) as server:
+            async with server.client() as client:
+                reply = await client.request("hello", {"name": "x"})
+                assert reply["data"] == {...}
+
+or enable the fixtures with ``pytest_plugins = ["virtwire.testing"]`` and use
+``virtwire_server`` (a factory: ``async with virtwire_server(...) as server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+
+from .app import Server, create_app, uvicorn_config
+from .auth import SCOPES
+from .config import Settings, load_settings
+from .gateway import Gateway
+
+TEST_SECRET = "virtwire-test-secret-0123456789abcdef"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(config: dict[str, Any] | None = None, **env: str) -> Settings:
+    """Settings from a config dict (TOML layout), with a test secret and a free port unless
+    given. ``env`` are extra ``VIRTWIRE_*`` overrides."""
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (config or {}).items()}
+    data.setdefault("server", {})
+    data["server"].setdefault("port", free_port())
+    data.setdefault("auth", {})
+    if "public_key_file" not in data["auth"]:
+        data["auth"].setdefault("secret", TEST_SECRET)
+    return load_settings(data=data, environ=dict(env))
+
+
+class Client:
+    """A WebSocket client speaking virtwire frames, with request/response matching."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self.texts: asyncio.Queue[str] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in self.ws:
+                if isinstance(raw, bytes):
+                    raw = raw.decode()
+                try:
+                    frame = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    await self.texts.put(raw)
+                    continue
+                if not isinstance(frame, dict):
+                    await self.texts.put(raw)
+                    continue
+                fut = self.replies.pop(frame.get("id"), None) if "id" in frame else None
+                if fut is not None and not fut.done():
+                    fut.set_result(frame)
+                else:
+                    await self.frames.put(frame)
+
+    async def send(self, type_: str, data: Any = None, id_: Any = None) -> None:
+        frame: dict[str, Any] = {"type": type_}
+        if data is not None:
+            frame["data"] = data
+        if id_ is not None:
+            frame["id"] = id_
+        await self.ws.send(msgspec.json.encode(frame).decode())
+
+    async def send_raw(self, text: str | bytes) -> None:
+        await self.ws.send(text)
+
+    async def request(self, type_: str, data: Any = None, *, timeout: float = 10.0) -> dict[str, Any]:
+        """Send a frame with a fresh id and return the reply frame with that id (a
+        ``<type>-response`` or an ``error``)."""
+        id_ = f"t{next(self._ids)}"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.replies[id_] = fut
+        await self.send(type_, data, id_)
+        return await asyncio.wait_for(fut, timeout)
+
+    async def expect(
+        self,
+        type_: str | None = None,
+        *,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """The next pushed frame of ``type_`` (and matching ``where``); frames before it that
+        do not match are dropped."""
+
+        async def wait() -> dict[str, Any]:
+            while True:
+                frame = await self.frames.get()
+                if (type_ is None or frame.get("type") == type_) and (where is None or where(frame)):
+                    return frame
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def closed(self, timeout: float = 10.0) -> tuple[int | None, str]:
+        """Wait until the server closes the connection; (code, reason)."""
+        await asyncio.wait_for(self.ws.wait_closed(), timeout)
+        return self.ws.close_code, self.ws.close_reason or ""
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+
+
+@dataclass
+class RunningServer:
+    """A gateway serving on loopback."""
+
+    settings: Settings
+    gateway: Gateway
+    server: Server
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str = "/ws", token: str | None = None) -> str:
+        url = f"ws://127.0.0.1:{self.port}{path}"
+        if token is not None:
+            url += ("&" if "?" in url else "?") + f"token={token}"
+        return url
+
+    def token(
+        self,
+        sub: str = "tester",
+        scopes: list[str] | tuple[str, ...] = SCOPES,
+        *,
+        ttl: float | None = 3600,
+        vms: list[str] | None = None,
+        **extra: Any,
+    ) -> str:
+        return self.gateway.auth.mint(sub, scopes, ttl=ttl, vms=vms, extra=extra)
+
+    @contextlib.asynccontextmanager
+    async def client(
+        self,
+        token: str | None = "default",
+        *,
+        path: str = "/ws",
+        **kwargs: Any,
+    ) -> AsyncIterator[Client]:
+        """An authenticated (``?token=``) client; ``token=None`` connects without one."""
+        if token == "default":
+            token = self.token()
+        async with connect(self.ws_url(path, token), **kwargs) as ws:
+            client = Client(ws)
+            try:
+                yield client
+            finally:
+                await client.close()
+
+
+@contextlib.asynccontextmanager
+async def run_server(
+    settings: Settings | None = None,
+    *,
+    plugins: list[ModuleType | object] | None = None,
+    config: dict[str, Any] | None = None,
+    **uvicorn_overrides: Any,
+) -> AsyncIterator[RunningServer]:
+    """Start a real gateway (uvicorn, loopback, free port) in this event loop.
+
+    :param plugins: explicit plugin list (default: the installed entry points, as
+        ``virtwire serve`` would load them).
+    """
+    settings = settings or make_settings(config)
+    app = create_app(settings, plugins=plugins)
+    overrides = {"loop": "asyncio", "access_log": False, **uvicorn_overrides}
+    server = Server(uvicorn_config(app, settings, **overrides))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during start-up")
+        await asyncio.sleep(0.005)
+    port = settings.server.port
+    try:
+        yield RunningServer(settings, app.state.gateway, server, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+try:  # pytest fixtures, when used as a pytest plugin
+    import pytest
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture
+    async def virtwire_server() -> AsyncIterator[Callable[..., Any]]:
+        """Factory fixture: ``async with virtwire_server(plugins=[...]) as server``."""
+        yield run_server
+
+    @pytest.fixture
+    def virtwire_settings() -> Callable[..., Settings]:
+        return make_settings
+
+except ImportError:  # pragma: no cover - pytest not installed
+    pass

@@ -1,0 +1,77 @@
+"""Topics (what ``subscribe`` names) and message handlers (what ``type`` names)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+@dataclass
+class Subscription:
+    """What :meth:`Topic.subscribe` returns.
+
+    ``key`` identifies the subscription within its connection: subscribing again with the same
+    key replaces it, ``unsubscribe`` with data that gives the same key (see
+    :meth:`Topic.key`) ends it. ``reply`` is merged into the ``subscribe-response`` data.
+    ``close`` is called when it ends (unsubscribe, disconnect); ``start`` (optional) runs
+    once the response is queued.
+    """
+
+    key: Hashable
+    close: Callable[[], Awaitable[None] | None]
+    reply: dict[str, Any] = field(default_factory=dict)
+    #: Runs after the ``subscribe-response`` is queued: join the channel and queue the
+    #: current values here so that they follow the response.
+    start: Callable[[], None] | None = None
+
+
+@dataclass
+class Reply:
+    """A handler result whose ``then`` runs right after the response is queued (e.g. to
+    queue a subscription's first values behind its ``subscribe-response``)."""
+
+    data: Any
+    then: Callable[[], None] | None = None
+
+
+@runtime_checkable
+class Topic(Protocol):
+    """A subscribable stream of frames."""
+
+    #: The ``topic`` value in ``subscribe``.
+    name: str
+    #: The scope a principal needs (None: any authenticated principal).
+    scope: str | None
+
+    def key(self, data: dict[str, Any]) -> Hashable:
+        """The subscription key for ``subscribe``/``unsubscribe`` data (must not raise for
+        data ``subscribe`` would accept)."""
+
+    async def subscribe(self, session: Session, data: dict[str, Any]) -> Subscription:
+        """Add ``session`` as a subscriber (usually ``channel.add(session.outbox, ...)``) and
+        queue the current value(s) it should see first. Raise ``VirtwireError`` to refuse."""
+
+
+Handler = Callable[["Session", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class MessageHandler:
+    """A handler for one client message ``type``.
+
+    ``handler(session, data)`` gets ``data`` validated against ``schema`` (a msgspec Struct)
+    when given, else the raw dict. Its return value is the ``<type>-response`` data (None
+    means ``{}``) sent when the message had an ``id``. ``concurrent`` handlers run as tasks
+    so that a slow one (e.g. a graceful VM shutdown) does not hold up the connection's
+    next messages; others run in arrival order.
+    """
+
+    type: str
+    handler: Handler
+    scope: str | None = None
+    schema: type | None = None
+    concurrent: bool = False

@@ -1,0 +1,100 @@
+"""An example third-party virtwire plugin.
+
+It adds a message type ``greet`` (``{"name": ...}`` → ``{"greeting": "<prefix>, <name>!"}``)
+and a topic ``ticks`` that pushes ``{"n": 1, 2, ...}`` every ``interval`` ms while anyone
+subscribes (one ticker per interval, shared). Its config section::
+
+    [plugins.example]
+    greeting = "Hello"
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Any
+
+import msgspec
+
+from virtwire import VirtwireError, hookimpl
+from virtwire.topics import Subscription
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    greeting: str = "Hello"
+
+
+class Greet(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class TicksTopic:
+    name = "ticks"
+    scope = None
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+        self.tickers: dict[int, asyncio.Task[None]] = {}
+
+    def key(self, data: dict[str, Any]) -> Hashable:
+        return (self.name, data.get("interval", 1000))
+
+    async def _tick(self, interval: int) -> None:
+        channel = self.gateway.hub.channel(f"ticks:{interval}")
+        n = 0
+        while True:
+            await asyncio.sleep(interval / 1000)
+            n += 1
+            channel.publish("ticks", {"n": n, "interval": interval})
+
+    async def subscribe(self, session: Any, data: dict[str, Any]) -> Subscription:
+        interval = data.get("interval", 1000)
+        if not isinstance(interval, int) or isinstance(interval, bool) or not 10 <= interval <= 60000:
+            raise VirtwireError(
+                "INVALID_MESSAGE",
+                "invalid data.interval: expected an integer of milliseconds in 10..60000",
+                details={"field": "data.interval"},
+            )
+        channel = self.gateway.hub.channel(f"ticks:{interval}")
+        if not self.tickers.get(interval):
+            def active(on: bool, interval: int = interval) -> None:
+                if on and interval not in self.tickers:
+                    self.tickers[interval] = asyncio.get_running_loop().create_task(
+                        self._tick(interval)
+                    )
+                elif not on and interval in self.tickers:
+                    self.tickers.pop(interval).cancel()
+
+            if not getattr(channel, "_example_hooked", False):
+                channel.on_active(active)
+                channel._example_hooked = True  # type: ignore[attr-defined]
+        handle: list[Any] = []
+
+        def start() -> None:
+            handle.append(channel.add(session.outbox))
+
+        def close() -> None:
+            for h in handle:
+                channel.remove(h)
+
+        return Subscription(key=(self.name, interval), close=close, reply={"interval": interval}, start=start)
+
+
+@hookimpl
+def register_settings(register: Any) -> None:
+    register("example", Settings)
+
+
+@hookimpl
+def register_handlers(register: Any, gateway: Any) -> None:
+    prefix = gateway.plugin_config("example").greeting
+
+    async def greet(session: Any, data: Greet) -> dict[str, Any]:
+        return {"greeting": f"{prefix}, {data.name}!", "userId": session.user_id}
+
+    register("greet", greet, schema=Greet)
+
+
+@hookimpl
+def register_topics(register: Any, gateway: Any) -> None:
+    register(TicksTopic(gateway))
