@@ -160,17 +160,19 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> list[str]:
     return applied
 
 
-def state_dir() -> Path:
-    """Where virtwire keeps its development state (the generated dev secret)."""
-    if os.environ.get("VIRTWIRE_STATE_DIR"):
-        return Path(os.environ["VIRTWIRE_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+def state_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where virtwire keeps its state (the generated dev secret): ``$VIRTWIRE_STATE_DIR``,
+    else ``$XDG_STATE_HOME/virtwire``, else ``~/.local/state/virtwire``."""
+    env = os.environ if environ is None else environ
+    if env.get("VIRTWIRE_STATE_DIR"):
+        return Path(env["VIRTWIRE_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "virtwire"
 
 
-def dev_secret() -> str:
+def dev_secret(environ: dict[str, str] | None = None) -> str:
     """The development secret: generated once, kept (mode 0600) in :func:`state_dir`."""
-    path = state_dir() / "dev-secret"
+    path = state_dir(environ) / "dev-secret"
     try:
         value = path.read_text().strip()
         if value:
@@ -292,7 +294,7 @@ def load_settings(
             raise ConfigError(f"{source}: auth.secret is too short (use at least 16 characters)")
     elif not root.auth.public_key_file:
         if source.startswith("<defaults>"):
-            settings.resolved_secret = dev_secret()
+            settings.resolved_secret = dev_secret(env)
             settings.dev_secret = True
         else:
             raise ConfigError(

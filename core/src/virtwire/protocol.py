@@ -7,6 +7,7 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 
 from .errors import ErrorCode, VirtwireError
 
@@ -27,6 +28,7 @@ _frame_decoder = msgspec.json.Decoder(Frame)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$(.*)`$")
+_NAMED = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
 
 def utc_timestamp() -> str:
@@ -43,6 +45,9 @@ def _explain(exc: msgspec.ValidationError | msgspec.DecodeError, root: str) -> t
     if match:
         field = root + match.group(1)
         text = text[: match.start()]
+    named = _NAMED.search(text)
+    if named:  # "Object missing required field `type`", "... contains unknown field `x`"
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
     return text, field
 
 
@@ -76,11 +81,29 @@ def convert_data(data: dict[str, Any] | None, schema: type[T]) -> T:
         return msgspec.convert(data if data is not None else {}, schema, str_keys=True)
     except msgspec.ValidationError as exc:
         text, field = _explain(exc, "data")
+        allowed = _literal_values(schema, field)
+        if allowed:
+            text += f" (expected one of: {', '.join(map(str, allowed))})"
         raise VirtwireError(
             ErrorCode.INVALID_MESSAGE,
             f"invalid {field}: {text}",
             details={"field": field, "reason": text},
         ) from None
+
+
+def _literal_values(schema: type, field: str) -> tuple[Any, ...] | None:
+    """The allowed values of a Literal field ``data.NAME`` of a Struct schema."""
+    name = field.rpartition(".")[2]
+    try:
+        info = msgspec.inspect.type_info(schema)
+    except Exception:
+        return None
+    for f in getattr(info, "fields", ()):
+        if f.encode_name == name:
+            typ = f.type
+            if isinstance(typ, msgspec.inspect.LiteralType):
+                return tuple(typ.values)
+    return None
 
 
 def encode(type_: str, data: Any, id_: Id | None = None) -> str:

@@ -1,0 +1,29 @@
+"""Shared fixtures: tests start real servers on loopback through virtwire.testing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+pytest_plugins = ["virtwire.testing"]
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the ``virtwire`` CLI as a subprocess: its own state dir (the
+    generated dev secret lives there) and no inherited VIRTWIRE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTWIRE_")}
+    env["VIRTWIRE_STATE_DIR"] = str(tmp_path / "state")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def virtwire_bin() -> str:
+    return str(VENV_BIN / "virtwire")
