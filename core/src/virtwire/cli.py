@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> Any:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve configures logging from its settings
+        from . import log as vlog
+
+        vlog.configure("console", "warning")
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -1,0 +1,170 @@
+"""Plugin discovery, selection and isolation (virtwire/plugins.py, gateway.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import virtwire_example
+from virtwire import hookimpl
+from virtwire.errors import ConfigError
+from virtwire.plugins import discover
+from virtwire.testing import make_settings, run_server
+
+
+def test_example_distribution_is_found_by_entry_point() -> None:
+    found = discover()
+    assert "example" in found
+    assert found["example"].distribution == "virtwire-example"
+    assert found["example"].version == "0.1.0"
+
+
+async def test_installed_plugin_adds_message_type_and_topic() -> None:
+    # plugins=None: discovery through entry points, as `virtwire serve` does
+    settings = make_settings({"plugins": {"example": {"greeting": "Salut"}}})
+    async with run_server(settings) as server:
+        assert server.gateway.plugins.infos["example"].state == "enabled"
+        async with server.client() as client:
+            reply = await client.request("greet", {"name": "Ana"})
+            assert reply["data"]["greeting"] == "Salut, Ana!"
+            sub = await client.request("subscribe", {"topic": "ticks", "interval": 20})
+            assert sub["data"] == {"topic": "ticks", "interval": 20}
+            first = await client.expect("ticks")
+            second = await client.expect("ticks")
+            assert second["data"]["n"] > first["data"]["n"]
+            assert (await client.request("unsubscribe", {"topic": "ticks"}))["data"]["removed"] == 1
+
+
+async def test_config_can_switch_a_plugin_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIRTWIRE_LOAD_PLUGINS", raising=False)
+    settings = make_settings({"plugins": {"enabled": []}})
+    async with run_server(settings) as server:
+        assert server.gateway.plugins.infos["example"].state == "disabled"
+        async with server.client() as client:
+            assert (await client.request("greet", {"name": "x"}))["data"]["code"] == "UNKNOWN_TYPE"
+
+
+async def test_env_selects_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIRTWIRE_LOAD_PLUGINS", "")
+    async with run_server(make_settings()) as server:
+        assert server.gateway.plugins.infos["example"].state == "disabled"
+    monkeypatch.setenv("VIRTWIRE_LOAD_PLUGINS", "example")
+    async with run_server(make_settings({"plugins": {"enabled": []}})) as server:
+        assert server.gateway.plugins.infos["example"].state == "enabled"
+
+
+def test_enabling_a_missing_plugin_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtwire.app import create_app
+
+    monkeypatch.delenv("VIRTWIRE_LOAD_PLUGINS", raising=False)
+    with pytest.raises(ConfigError, match="nopeplugin.*not installed.*example"):
+        create_app(make_settings({"plugins": {"enabled": ["nopeplugin"]}}))
+
+
+def test_plugin_settings_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtwire.app import create_app
+
+    monkeypatch.delenv("VIRTWIRE_LOAD_PLUGINS", raising=False)
+    with pytest.raises(ConfigError, match=r"unknown key 'plugins\.example\.greting'"):
+        create_app(make_settings({"plugins": {"example": {"greting": "x"}}}))
+    with pytest.raises(ConfigError, match=r"\[plugins\.ghost\].*no installed plugin"):
+        create_app(make_settings({"plugins": {"ghost": {"a": 1}}}))
+
+
+class Broken:
+    """A plugin whose registration hooks raise."""
+
+    @hookimpl
+    def register_handlers(self, register: Any) -> None:
+        register("broken-thing", None)
+        raise RuntimeError("boom in register_handlers")
+
+    @hookimpl
+    def register_topics(self, register: Any) -> None:
+        raise RuntimeError("boom in register_topics")
+
+
+class Raising:
+    """A plugin whose handler raises at run time."""
+
+    @hookimpl
+    def register_handlers(self, register: Any) -> None:
+        async def explode(session: Any, data: Any) -> None:
+            raise ValueError("secret internals")
+
+        register("explode", explode)
+
+    @hookimpl
+    def startup(self) -> Any:
+        async def fail() -> None:
+            raise RuntimeError("startup failed")
+
+        return fail()
+
+
+async def test_failing_plugins_are_isolated_and_reported() -> None:
+    plugins = [("broken", Broken()), ("raising", Raising()), ("example", virtwire_example)]
+    async with run_server(make_settings(), plugins=plugins) as server:
+        infos = server.gateway.plugins.infos
+        assert infos["broken"].state == "failed"
+        assert "boom in register_handlers" in (infos["broken"].error or "")
+        assert infos["raising"].state == "failed"  # its startup raised
+        assert "startup failed" in (infos["raising"].error or "")
+        assert infos["example"].state == "enabled"
+        async with server.client() as client:
+            # nothing of the broken plugin was half-registered
+            assert (await client.request("broken-thing"))["data"]["code"] == "UNKNOWN_TYPE"
+            reply = await client.request("explode")
+            assert reply["data"]["code"] == "INTERNAL_ERROR"
+            assert "secret internals" not in json.dumps(reply)
+            assert (await client.request("greet", {"name": "still"}))["type"] == "greet-response"
+
+
+def _fake_distribution(root: Path, name: str, module_source: str) -> None:
+    """A real installed distribution (dist-info + module) on a path we add to PYTHONPATH."""
+    dist = root / f"{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[virtwire]\n{name} = {name}_mod\n")
+    (root / f"{name}_mod.py").write_text(module_source)
+
+
+def test_plugins_command_lists_and_survives_a_broken_plugin(
+    tmp_path: Path, cli_env: dict[str, str], virtwire_bin: str
+) -> None:
+    site = tmp_path / "site"
+    _fake_distribution(site, "brokenplug", "raise ImportError('missing dependency foo')\n")
+    cli_env["PYTHONPATH"] = str(site)
+    out = subprocess.run(
+        [virtwire_bin, "plugins", "--json"], env=cli_env, capture_output=True, text=True, timeout=60
+    )
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["brokenplug"]["state"] == "failed"
+    assert "missing dependency foo" in rows["brokenplug"]["error"]
+    assert rows["example"]["state"] == "enabled"
+    assert rows["example"]["distribution"] == "virtwire-example"
+    assert "register_topics" in rows["example"]["hooks"]
+    assert rows["virtwire.vms"]["state"] == "builtin"
+    assert out.returncode == 1  # a failed plugin is worth a non-zero exit
+    # the table form names the same things
+    table = subprocess.run(
+        [virtwire_bin, "plugins"], env=cli_env, capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "brokenplug" in table and "failed" in table and "missing dependency foo" in table
+
+    # a plugin the config asks for by name that fails to import stops `serve` with a fix
+    config = tmp_path / "c.toml"
+    config.write_text('[auth]\nsecret = "0123456789abcdef0123"\n[plugins]\nenabled = ["brokenplug"]\n')
+    serve = subprocess.run(
+        [virtwire_bin, "serve", "--config", str(config), "--port", "0"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert serve.returncode == 2
+    assert "brokenplug" in serve.stderr and "failed to import" in serve.stderr
