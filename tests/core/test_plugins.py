@@ -168,3 +168,60 @@ def test_plugins_command_lists_and_survives_a_broken_plugin(
     )
     assert serve.returncode == 2
     assert "brokenplug" in serve.stderr and "failed to import" in serve.stderr
+
+
+class Policy:
+    """authorize: only 'ops' users may greet prod-*; shutdown: record that it ran."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.asked: list[tuple[str, str, str | None]] = []
+
+    @hookimpl
+    def authorize(self, principal: Any, action: str, resource: str | None) -> bool | None:
+        self.asked.append((principal.user_id, action, resource))
+        if action == "vm:control" and resource and resource.startswith("prod-"):
+            return "ops" in principal.claims.get("groups", [])
+        return None
+
+    @hookimpl
+    def shutdown(self, gateway: Any) -> Any:
+        async def stop() -> None:
+            self.stopped = gateway.started  # still marked started while plugins stop
+
+        return stop()
+
+
+async def test_authorize_hook_can_deny_and_shutdown_runs() -> None:
+    policy = Policy()
+    async with run_server(make_settings(), plugins=[("policy", policy)]) as server:
+        async with server.client(server.token("eve")) as client:
+            reply = await client.request("vm-control", {"vmId": "prod-db", "action": "stop"})
+            assert reply["data"]["code"] == "FORBIDDEN"
+        async with server.client(server.token("olga", groups=["ops"])) as client:
+            reply = await client.request("vm-control", {"vmId": "prod-db", "action": "stop"})
+            # allowed by the policy; no backend knows the VM
+            assert reply["data"]["code"] == "VM_NOT_FOUND"
+        assert ("eve", "vm:control", "prod-db") in policy.asked
+    assert policy.stopped
+
+
+class Consoles:
+    """A console transport registration (the gateway collects transports for consoles)."""
+
+    class Transport:
+        name = "echo"
+        kinds = ("serial",)
+
+        def supports(self, vm_id: str, kind: str) -> bool:
+            return kind == "serial"
+
+    @hookimpl
+    def register_consoles(self, register: Any, gateway: Any) -> None:
+        register(self.Transport())
+
+
+async def test_console_transports_are_collected() -> None:
+    async with run_server(make_settings(), plugins=[("consoles", Consoles())]) as server:
+        assert [t.name for t in server.gateway.consoles] == ["echo"]
+        assert server.gateway.plugins.infos["consoles"].hooks == ["register_consoles"]
