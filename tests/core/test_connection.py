@@ -53,7 +53,7 @@ class Flood:
             delivered = 0
             for i in range(int(data.get("count", 1))):
                 delivered += self.topic.channel.publish("flood", {"i": i, "p": payload})
-                if i % 100 == 0:
+                if i % 10 == 0:
                     await asyncio.sleep(0)
             return {"published": data.get("count", 1)}
 
@@ -162,7 +162,9 @@ async def test_rate_limit() -> None:
 
 async def test_slow_client_is_closed_without_slowing_others() -> None:
     flood = Flood()
-    settings = make_settings({"server": {"send_queue_messages": 200, "send_queue_bytes": 1 << 20}})
+    # 3000 frames of 8 kB (24 MB) are far more than the slow client's socket buffers and its
+    # 4 MiB send queue; the fast client (in this same event loop) keeps up.
+    settings = make_settings({"server": {"send_queue_messages": 10000, "send_queue_bytes": 4 << 20}})
     async with run_server(settings, plugins=[("flood", flood)]) as server:
         # The slow client stops reading: websockets buffers max_queue frames, then TCP fills.
         slow_ws = await connect(server.ws_url(token=server.token("slow")), max_queue=1)
@@ -170,7 +172,7 @@ async def test_slow_client_is_closed_without_slowing_others() -> None:
         assert json.loads(await slow_ws.recv())["type"] == "subscribe-response"
         async with server.client() as fast:
             await fast.request("subscribe", {"topic": "flood"})
-            reply = await fast.request("flood", {"count": 3000, "size": 2000}, timeout=30)
+            reply = await fast.request("flood", {"count": 3000, "size": 8000}, timeout=60)
             assert reply["type"] == "flood-response"
             seen = 0
             while seen < 3000:
@@ -267,3 +269,28 @@ def test_frames_are_valid_json_with_timestamps() -> None:
     from virtwire.protocol import encode
 
     assert msgspec.json.decode(encode("x", {"a": [1, 2]}))["data"] == {"a": [1, 2]}
+
+
+async def test_permessage_deflate_connections_take_the_asgi_path() -> None:
+    """With compression negotiated, frames cannot be written pre-encoded: they go through the
+    ordinary send path, in order."""
+    flood = Flood()
+    settings = make_settings({"server": {"per_message_deflate": True}})
+    async with run_server(settings, plugins=[("flood", flood)]) as server:
+        async with server.client() as client:
+            assert client.ws.protocol.extensions  # deflate was negotiated
+            await client.request("subscribe", {"topic": "flood"})
+            await client.request("flood", {"count": 50, "size": 100})
+            for i in range(50):
+                assert (await client.expect("flood"))["data"]["i"] == i
+
+
+async def test_resubscribing_keeps_a_shared_producer_running() -> None:
+    async with run_server(plugins=PLUGINS) as server:
+        async with server.client() as client:
+            topic = server.gateway.topics["ticks"]
+            await client.request("subscribe", {"topic": "ticks", "interval": 1000})
+            task = topic.tickers[1000]
+            await client.request("subscribe", {"topic": "ticks", "interval": 1000})
+            assert topic.tickers[1000] is task and not task.done()
+            assert len(server.gateway.hub.channel("ticks:1000")) == 1  # replaced, not doubled

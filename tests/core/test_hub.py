@@ -98,3 +98,13 @@ def test_hub_broadcast_filters_sessions() -> None:
     assert hub.broadcast("system-event", {"x": 1}, lambda s: s.ok) == 1
     assert yes.outbox.pop() is not None and no.outbox.pop() is None
     assert hub.channel("a") is hub.channel("a")
+
+
+def test_discard_only_empty_channels() -> None:
+    hub = Hub()
+    channel = hub.channel("system-monitor:700")
+    sub = channel.add(Outbox(100, 10))
+    assert not hub.discard(channel)
+    channel.remove(sub)
+    assert hub.discard(channel)
+    assert hub.channel("system-monitor:700") is not channel

@@ -27,7 +27,7 @@ def create_app(
     *,
     plugins: list[ModuleType | object] | None = None,
     log: Any = None,
-) -> Starlette:
+) -> VirtwireApp:
     """Build the gateway app.
 
     :param settings: validated settings (default: :func:`load_settings` from the
@@ -64,10 +64,27 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
-    return app
+    return VirtwireApp(app, WebSocketEndpoint(gateway))
 
 
-def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
+class VirtwireApp:
+    """The ASGI app: ``/ws`` goes straight to the gateway's endpoint (no router, no middleware
+    wrapping ``send``, so frames can take the direct write path); everything else, lifespan
+    included, to the Starlette app."""
+
+    def __init__(self, starlette: Starlette, ws: WebSocketEndpoint) -> None:
+        self.starlette = starlette
+        self.ws = ws
+        self.state = starlette.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await self.ws(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """uvicorn configured as virtwire runs it: uvloop, httptools, the sans-I/O websockets
     implementation, keepalive pings, no permessage-deflate unless configured."""
     server = settings.server

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import CloseCode, ErrorCode, VirtwireError
+from .fastpath import abort, direct_writer
 from .protocol import Frame, convert_data, decode_frame, decode_json, encode
 from .session import Session, State
 from .topics import Reply
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 
     from .gateway import Gateway
     from .topics import MessageHandler
+
+
+#: Seconds a closing client gets to take the close frame before the TCP connection is dropped.
+CLOSE_GRACE = 2.0
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -123,7 +128,9 @@ class Connection:
         session.state = State.AUTHENTICATING
         gateway.sessions.add(session)
         session.log.info("connection opened", client=session.client)
-        writer = asyncio.create_task(self._writer())
+        session.outbox.direct = direct_writer(self.send)
+        writer = self._writer_task = asyncio.create_task(self._writer())
+        session.close_now = self._close_now
         token = token_from_scope(scope)
         if token is not None:
             self._authenticate(token, None)
@@ -173,15 +180,42 @@ class Connection:
                         break
                 await send({"type": "websocket.send", "text": text})
             if session.close_code is not None and session.state is not State.CLOSED:
-                await send(
-                    {
-                        "type": "websocket.close",
-                        "code": session.close_code,
-                        "reason": _reason(session.close_reason),
-                    }
-                )
+                close = {
+                    "type": "websocket.close",
+                    "code": session.close_code,
+                    "reason": _reason(session.close_reason),
+                }
+                await self._send_close(close)
         except (OSError, RuntimeError) as exc:  # the client went away mid-send
             session.log.debug("send failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _send_close(self, close: dict[str, Any]) -> None:
+        try:
+            await asyncio.wait_for(self.send(close), CLOSE_GRACE)
+        except TimeoutError:  # it cannot even take the close frame: drop it
+            self.session.log.info("client did not take the close frame; aborting")
+            abort(self.send)
+
+    def _close_now(self) -> None:
+        """The client overflowed its queue: stop the writer (possibly blocked on a full
+        socket) and close without sending the backlog."""
+        session = self.session
+        self._writer_task.cancel()
+        close = {
+            "type": "websocket.close",
+            "code": session.close_code,
+            "reason": _reason(session.close_reason),
+        }
+
+        async def closer() -> None:
+            try:
+                await self._send_close(close)
+            except (OSError, RuntimeError):
+                pass
+
+        task = asyncio.get_running_loop().create_task(closer())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _error(self, error: VirtwireError, id_: Any = None) -> None:
         self.session.send_error(error, id_)

@@ -88,9 +88,10 @@ def register_collectors(
     """Contribute metric collectors for the ``system-monitor`` payload.
 
     :param register: ``register(collector)`` with a
-        :class:`virtwire.collectors.MetricCollector`. Each sampler's dict is merged into the
-        payload in registration order; a collector that raises is reported by name and left
-        out of that sample.
+        :class:`virtwire.collectors.MetricCollector`. The core collects them in
+        ``gateway.collectors``; the plugin that samples them (the monitor plugin's
+        ``system-monitor`` topic) merges each sampler's dict into the payload in registration
+        order, and reports a collector that raises by name, leaving it out of that sample.
     """
 
 

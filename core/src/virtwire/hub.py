@@ -42,6 +42,7 @@ class Outbox:
         "_latest",
         "_waiter",
         "closed",
+        "direct",
         "max_bytes",
         "max_messages",
         "on_overflow",
@@ -64,6 +65,9 @@ class Outbox:
         self.on_overflow = on_overflow
         self.overflowed = False
         self.closed = False
+        #: Optional synchronous writer used while the queue is empty and the writer idle
+        #: (see virtwire.fastpath); returns False when it cannot write now.
+        self.direct: Callable[[str], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -91,6 +95,8 @@ class Outbox:
         """Queue one frame. Returns False if the outbox is closed or overflowed."""
         if self.closed or self.overflowed:
             return False
+        if self._waiter is not None and self.direct is not None and self.direct(text):
+            return True  # the writer was idle and the queue empty: written in place
         size = len(text)
         if not self._fits(size):
             return False
@@ -108,6 +114,8 @@ class Outbox:
         if slot is not None:
             self.queued_bytes += len(text) - len(slot.text)
             slot.text = text
+            return True
+        if self._waiter is not None and self.direct is not None and self.direct(text):
             return True
         size = len(text)
         if not self._fits(size):
@@ -243,6 +251,14 @@ class Hub:
         if channel is None:
             channel = self._channels[name] = Channel(name, latest=latest)
         return channel
+
+    def discard(self, channel: Channel) -> bool:
+        """Forget ``channel`` if it has no subscribers (for channels named after client
+        parameters, such as an interval, so they do not accumulate). Returns True if removed."""
+        if len(channel) == 0 and self._channels.get(channel.name) is channel:
+            del self._channels[channel.name]
+            return True
+        return False
 
     def broadcast(
         self, type_: str, data: Any, accept: Callable[[Any], bool] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,8 @@ class Session:
         self.outbox = Outbox(server.send_queue_bytes, server.send_queue_messages, self._overflow)
         self.subscriptions: dict[Hashable, Subscription] = {}
         self.finished = asyncio.Event()
+        #: Set by the connection: ends the connection now (used when the client overflowed).
+        self.close_now: Callable[[], None] | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self.log = gateway.log.bind(conn=self.id)
@@ -103,3 +105,5 @@ class Session:
             self.close_reason = self.gateway.catalogue("close.slow_consumer")
             self.state = State.CLOSING
         self.outbox.close()
+        if self.close_now is not None:
+            self.close_now()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -46,14 +47,23 @@ async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
     topic = _topic(session, data)
     session.require(topic.scope)
     sub = await topic.subscribe(session, data)
-    old = session.subscriptions.pop(sub.key, None)
-    if old is not None:
-        await _close(session, old)
     if session.close_code is not None:  # closed while subscribing
         await _close(session, sub)
         return Reply({"topic": topic.name, **sub.reply})
+    old = session.subscriptions.pop(sub.key, None)
     session.subscriptions[sub.key] = sub
-    return Reply({"topic": topic.name, **sub.reply}, then=sub.start)
+
+    def then() -> None:
+        # Start the new subscription before ending the one it replaces, so that a producer
+        # shared through the channel keeps running.
+        if sub.start is not None:
+            sub.start()
+        if old is not None:
+            result = old.close()
+            if inspect.isawaitable(result):
+                asyncio.ensure_future(result)
+
+    return Reply({"topic": topic.name, **sub.reply}, then=then)
 
 
 async def unsubscribe(session: Session, data: dict[str, Any]) -> dict[str, Any]:

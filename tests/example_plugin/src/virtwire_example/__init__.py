@@ -35,6 +35,7 @@ class TicksTopic:
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
         self.tickers: dict[int, asyncio.Task[None]] = {}
+        self.hooked: set[int] = set()
 
     def key(self, data: dict[str, Any]) -> Hashable:
         return (self.name, data.get("interval", 1000))
@@ -56,18 +57,18 @@ class TicksTopic:
                 details={"field": "data.interval"},
             )
         channel = self.gateway.hub.channel(f"ticks:{interval}")
-        if not self.tickers.get(interval):
+        if interval not in self.hooked:
+            # one ticker per interval: started with the first subscriber, stopped with the last
             def active(on: bool, interval: int = interval) -> None:
-                if on and interval not in self.tickers:
+                if on:
                     self.tickers[interval] = asyncio.get_running_loop().create_task(
                         self._tick(interval)
                     )
-                elif not on and interval in self.tickers:
+                else:
                     self.tickers.pop(interval).cancel()
 
-            if not getattr(channel, "_example_hooked", False):
-                channel.on_active(active)
-                channel._example_hooked = True  # type: ignore[attr-defined]
+            channel.on_active(active)
+            self.hooked.add(interval)
         handle: list[Any] = []
 
         def start() -> None:

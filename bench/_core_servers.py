@@ -1,0 +1,111 @@
+"""Servers for bench_core.py: virtwire with a bench plugin, and a bare Starlette app doing the
+same things without virtwire. Run: python _core_servers.py virtwire|bare PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from virtwire import hookimpl
+from virtwire.topics import Subscription
+
+STATUS = {"vmId": "vm-001", "status": "running", "cpu": 45.2, "memory": 75.0,
+          "network": {"rx": 1024, "tx": 512}}
+
+
+class BenchPlugin:
+    """bench-broadcast publishes N frames on a channel; echo answers with its data."""
+
+    class Topic:
+        name = "bench"
+        scope = None
+
+        def __init__(self, gateway: Any) -> None:
+            self.channel = gateway.hub.channel("bench")
+
+        def key(self, data: dict[str, Any]) -> tuple[str]:
+            return ("bench",)
+
+        async def subscribe(self, session: Any, data: dict[str, Any]) -> Subscription:
+            handle: list[Any] = []
+            return Subscription(
+                key=("bench",),
+                close=lambda: [self.channel.remove(h) for h in handle],
+                start=lambda: handle.append(self.channel.add(session.outbox)),
+            )
+
+    @hookimpl
+    def register_topics(self, register: Any, gateway: Any) -> None:
+        self.topic = self.Topic(gateway)
+        register(self.topic)
+
+    @hookimpl
+    def register_handlers(self, register: Any, gateway: Any) -> None:
+        async def broadcast(session: Any, data: dict[str, Any]) -> dict[str, Any]:
+            for i in range(int(data["n"])):
+                self.topic.channel.publish("vm-status", {**STATUS, "seq": i})
+                await asyncio.sleep(0)
+            return {}
+
+        async def echo(session: Any, data: dict[str, Any]) -> dict[str, Any]:
+            return data
+
+        register("bench-broadcast", broadcast)
+        register("echo", echo)
+
+
+def virtwire_app(port: int) -> Any:
+    from virtwire.app import Server, create_app, uvicorn_config
+    from virtwire.testing import make_settings
+
+    settings = make_settings({"server": {"port": port, "access_log": False, "log_level": "warning",
+                                         "rate_limit": 1e9, "rate_burst": 10**9}})
+    app = create_app(settings, plugins=[("bench", BenchPlugin())])
+    return Server(uvicorn_config(app, settings, log_level="warning"))
+
+
+def bare_app(port: int) -> Any:
+    clients: set[WebSocket] = set()
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                text = await ws.receive_text()
+                msg = json.loads(text)
+                if msg["type"] == "subscribe":
+                    clients.add(ws)
+                    await ws.send_text(json.dumps({"type": "subscribe-response", "id": msg.get("id")}))
+                elif msg["type"] == "bench-broadcast":
+                    for i in range(int(msg["data"]["n"])):
+                        frame = json.dumps({"type": "vm-status", "data": {**STATUS, "seq": i}})
+                        for c in list(clients):
+                            await c.send_text(frame)
+                        await asyncio.sleep(0)
+                    await ws.send_text(json.dumps({"type": "bench-broadcast-response", "id": msg.get("id")}))
+                elif msg["type"] == "echo":
+                    await ws.send_text(json.dumps({"type": "echo-response", "data": msg["data"], "id": msg["id"]}))
+        except WebSocketDisconnect:
+            clients.discard(ws)
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                            ws="websockets-sansio", ws_per_message_deflate=False,
+                            log_level="warning", access_log=False)
+    return uvicorn.Server(config)
+
+
+if __name__ == "__main__":
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    kind, port = sys.argv[1], int(sys.argv[2])
+    server = virtwire_app(port) if kind == "virtwire" else bare_app(port)
+    server.run()
