@@ -13,12 +13,16 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-
 from virtwire import hookimpl
 from virtwire.topics import Subscription
 
-STATUS = {"vmId": "vm-001", "status": "running", "cpu": 45.2, "memory": 75.0,
-          "network": {"rx": 1024, "tx": 512}}
+STATUS = {
+    "vmId": "vm-001",
+    "status": "running",
+    "cpu": 45.2,
+    "memory": 75.0,
+    "network": {"rx": 1024, "tx": 512},
+}
 
 
 class BenchPlugin:
@@ -66,8 +70,17 @@ def virtwire_app(port: int) -> Any:
     from virtwire.app import Server, create_app, uvicorn_config
     from virtwire.testing import make_settings
 
-    settings = make_settings({"server": {"port": port, "access_log": False, "log_level": "warning",
-                                         "rate_limit": 1e9, "rate_burst": 10**9}})
+    settings = make_settings(
+        {
+            "server": {
+                "port": port,
+                "access_log": False,
+                "log_level": "warning",
+                "rate_limit": 1e9,
+                "rate_burst": 10**9,
+            }
+        }
+    )
     app = create_app(settings, plugins=[("bench", BenchPlugin())])
     return Server(uvicorn_config(app, settings, log_level="warning"))
 
@@ -83,23 +96,37 @@ def bare_app(port: int) -> Any:
                 msg = json.loads(text)
                 if msg["type"] == "subscribe":
                     clients.add(ws)
-                    await ws.send_text(json.dumps({"type": "subscribe-response", "id": msg.get("id")}))
+                    await ws.send_text(
+                        json.dumps({"type": "subscribe-response", "id": msg.get("id")})
+                    )
                 elif msg["type"] == "bench-broadcast":
                     for i in range(int(msg["data"]["n"])):
                         frame = json.dumps({"type": "vm-status", "data": {**STATUS, "seq": i}})
                         for c in list(clients):
                             await c.send_text(frame)
                         await asyncio.sleep(0)
-                    await ws.send_text(json.dumps({"type": "bench-broadcast-response", "id": msg.get("id")}))
+                    await ws.send_text(
+                        json.dumps({"type": "bench-broadcast-response", "id": msg.get("id")})
+                    )
                 elif msg["type"] == "echo":
-                    await ws.send_text(json.dumps({"type": "echo-response", "data": msg["data"], "id": msg["id"]}))
+                    await ws.send_text(
+                        json.dumps({"type": "echo-response", "data": msg["data"], "id": msg["id"]})
+                    )
         except WebSocketDisconnect:
             clients.discard(ws)
 
     app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                            ws="websockets-sansio", ws_per_message_deflate=False,
-                            log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        log_level="warning",
+        access_log=False,
+    )
     return uvicorn.Server(config)
 
 

@@ -32,8 +32,11 @@ from virtwire.testing import TEST_SECRET, free_port  # noqa: E402
 def token() -> str:
     import jwt
 
-    return jwt.encode({"sub": "bench", "scope": "vm:read monitor:read", "exp": int(time.time()) + 3600},
-                      TEST_SECRET, algorithm="HS256")
+    return jwt.encode(
+        {"sub": "bench", "scope": "vm:read monitor:read", "exp": int(time.time()) + 3600},
+        TEST_SECRET,
+        algorithm="HS256",
+    )
 
 
 class RawClient(asyncio.Protocol):
@@ -113,8 +116,10 @@ async def open_client(port: int, tok: str) -> RawClient:
     key = base64.b64encode(os.urandom(16)).decode()
     assert proto.transport is not None
     proto.transport.write(
-        (f"GET /ws?token={tok} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        (
+            f"GET /ws?token={tok} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
     )
     await proto.handshaken
     return proto
@@ -126,7 +131,8 @@ class ServerProc:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "_core_servers.py"), kind, str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.ps = psutil.Process(self.proc.pid)
 
@@ -170,7 +176,9 @@ async def fanout(kind: str, n_clients: int, n_messages: int, rounds: int) -> flo
         for _ in range(rounds):
             waits = [c.expect(n_messages) for c in clients]
             start = time.perf_counter()
-            control.send_text(json.dumps({"type": "bench-broadcast", "data": {"n": n_messages}, "id": 2}))
+            control.send_text(
+                json.dumps({"type": "bench-broadcast", "data": {"n": n_messages}, "id": 2})
+            )
             await asyncio.wait_for(asyncio.gather(*waits), 120)
             elapsed = time.perf_counter() - start
             rates.append(n_clients * n_messages / elapsed)
@@ -231,21 +239,51 @@ async def main() -> None:
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--requests", type=int, default=3000)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     rows = []
-    fan = {k: await fanout(k, args.clients, args.messages, args.rounds) for k in ("bare", "virtwire")}
-    rows.append((f"fan-out to {args.clients} clients (msg/s, higher is better)",
-                 fan["bare"], fan["virtwire"], fan["virtwire"] / fan["bare"], ">= 0.9"))
+    fan = {
+        k: await fanout(k, args.clients, args.messages, args.rounds) for k in ("bare", "virtwire")
+    }
+    rows.append(
+        (
+            f"fan-out to {args.clients} clients (msg/s, higher is better)",
+            fan["bare"],
+            fan["virtwire"],
+            fan["virtwire"] / fan["bare"],
+            ">= 0.9",
+        )
+    )
     mem = {k: await idle_memory(k, args.idle) for k in ("bare", "virtwire")}
-    rows.append((f"memory per idle subscribed connection, {args.idle} conns (KiB)",
-                 mem["bare"] / 1024, mem["virtwire"] / 1024, mem["virtwire"] / mem["bare"], "<= 1.2"))
+    rows.append(
+        (
+            f"memory per idle subscribed connection, {args.idle} conns (KiB)",
+            mem["bare"] / 1024,
+            mem["virtwire"] / 1024,
+            mem["virtwire"] / mem["bare"],
+            "<= 1.2",
+        )
+    )
     rtt = {k: await round_trip(k, args.requests) for k in ("bare", "virtwire")}
-    rows.append(("request/response round trip p50 (ms)", rtt["bare"][0], rtt["virtwire"][0],
-                 rtt["virtwire"][0] / rtt["bare"][0], "<= 1.3"))
-    rows.append(("request/response round trip p99 (ms)", rtt["bare"][1], rtt["virtwire"][1],
-                 rtt["virtwire"][1] / rtt["bare"][1], ""))
+    rows.append(
+        (
+            "request/response round trip p50 (ms)",
+            rtt["bare"][0],
+            rtt["virtwire"][0],
+            rtt["virtwire"][0] / rtt["bare"][0],
+            "<= 1.3",
+        )
+    )
+    rows.append(
+        (
+            "request/response round trip p99 (ms)",
+            rtt["bare"][1],
+            rtt["virtwire"][1],
+            rtt["virtwire"][1] / rtt["bare"][1],
+            "",
+        )
+    )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure'.ljust(width)}  {'bare':>12}  {'virtwire':>12}  {'ratio':>7}  target")
     for name, bare, vw, ratio, target in rows:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import jwt
 import pytest
+import virtwire_example
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from websockets.asyncio.client import connect
-
-import virtwire_example
 from virtwire.testing import TEST_SECRET, make_settings, run_server
+from websockets.asyncio.client import connect
 
 PLUGINS = [("example", virtwire_example)]
 
@@ -67,7 +66,9 @@ async def test_attacks_are_refused(tmp_path: Path) -> None:
         await assert_refused(server, none_token, "AUTH_FAILED")
         # wrong key
         await assert_refused(
-            server, jwt.encode(claims(aud="virtwire"), "another-secret-of-32-bytes-xxxxxxxx"), "AUTH_FAILED"
+            server,
+            jwt.encode(claims(aud="virtwire"), "another-secret-of-32-bytes-xxxxxxxx"),
+            "AUTH_FAILED",
         )
         # expired
         await assert_refused(
@@ -130,7 +131,11 @@ async def test_expiry_on_live_connection_and_refresh() -> None:
 
 
 def _pem_pair(tmp_path: Path, kind: str) -> tuple[Path, Path]:
-    key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
+    key = (
+        rsa.generate_private_key(65537, 2048)
+        if kind == "rsa"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     private = tmp_path / f"{kind}.key"
     public = tmp_path / f"{kind}.pub"
     private.write_bytes(
@@ -164,12 +169,18 @@ async def test_public_key_and_algorithm_confusion(tmp_path: Path, kind: str, alg
         async with server.client(server.token("alice")) as client:
             assert (await client.request("greet", {"name": "k"}))["type"] == "greet-response"
         # HS256 signed with the public key's PEM as the HMAC secret: the classic confusion
-        forged = jwt.api_jws.PyJWS()._algorithms["HS256"].sign(  # noqa: SLF001
-            f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims())}".encode(), public.read_bytes()
+        forged = (
+            jwt.api_jws.PyJWS()
+            ._algorithms["HS256"]
+            .sign(
+                f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims())}".encode(),
+                public.read_bytes(),
+            )
         )
-        token = f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims())}." + base64.urlsafe_b64encode(
-            forged
-        ).rstrip(b"=").decode()
+        token = (
+            f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims())}."
+            + base64.urlsafe_b64encode(forged).rstrip(b"=").decode()
+        )
         await assert_refused(server, token, "AUTH_FAILED")
 
 

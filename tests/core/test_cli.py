@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
-
 from virtwire.testing import free_port
+from websockets.asyncio.client import connect
 
 
 class Served:
@@ -24,7 +23,7 @@ class Served:
 
     @property
     def token(self) -> str:
-        line = next(l for l in self.banner if l.startswith("connect: "))
+        line = next(x for x in self.banner if x.startswith("connect: "))
         return line.split("token=", 1)[1]
 
 
@@ -32,8 +31,14 @@ class Served:
 async def serve(virtwire_bin: str, env: dict[str, str], *args: str) -> AsyncIterator[Served]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        virtwire_bin, "serve", "--port", str(port), *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        virtwire_bin,
+        "serve",
+        "--port",
+        str(port),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout and proc.stderr
     banner: list[str] = []
@@ -55,7 +60,9 @@ async def serve(virtwire_bin: str, env: dict[str, str], *args: str) -> AsyncIter
             if not line:
                 break
             banner.append(line.decode().rstrip())
-            if banner[-1].startswith("connect: ") or banner[-1].startswith("plugins:") and "--config" in args:
+            if banner[-1].startswith("connect: ") or (
+                banner[-1].startswith("plugins:") and "--config" in args
+            ):
                 break
 
         async def drain() -> None:
@@ -93,8 +100,16 @@ async def test_embedded_default_prints_a_working_token_and_hides_it_in_logs(
             assert reply["type"] == "subscribe-response"
         # a token minted by `virtwire token` (same state dir: same dev secret) works too
         minted = await asyncio.create_subprocess_exec(
-            virtwire_bin, "token", "--sub", "carol", "--scope", "vm:read", "--ttl", "60",
-            env=cli_env, stdout=asyncio.subprocess.PIPE,
+            virtwire_bin,
+            "token",
+            "--sub",
+            "carol",
+            "--scope",
+            "vm:read",
+            "--ttl",
+            "60",
+            env=cli_env,
+            stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await minted.communicate()
         carol = out.decode().strip()
@@ -116,9 +131,7 @@ async def test_embedded_default_prints_a_working_token_and_hides_it_in_logs(
         json.loads(line)  # JSON logs when not on a terminal
 
 
-async def test_sigterm_closes_clients_with_1001(
-    virtwire_bin: str, cli_env: dict[str, str]
-) -> None:
+async def test_sigterm_closes_clients_with_1001(virtwire_bin: str, cli_env: dict[str, str]) -> None:
     async with serve(virtwire_bin, cli_env) as served:
         async with connect(f"ws://127.0.0.1:{served.port}/ws?token={served.token}") as ws:
             assert (await request(ws, "ping", {}, "p"))["type"] == "pong"
@@ -127,17 +140,23 @@ async def test_sigterm_closes_clients_with_1001(
             assert ws.close_code == 1001
 
 
-async def test_config_file_serve(virtwire_bin: str, cli_env: dict[str, str], tmp_path: Path) -> None:
+async def test_config_file_serve(
+    virtwire_bin: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
     config = tmp_path / "virtwire.toml"
-    config.write_text(
-        '[auth]\nsecret = "env:TEST_VW_SECRET"\n[server]\nlocale = "en"\n'
-    )
+    config.write_text('[auth]\nsecret = "env:TEST_VW_SECRET"\n[server]\nlocale = "en"\n')
     cli_env["TEST_VW_SECRET"] = "a-long-enough-test-secret-value"
     async with serve(virtwire_bin, cli_env, "--config", str(config)) as served:
-        assert not any("development mode" in l for l in served.banner)
+        assert not any("development mode" in x for x in served.banner)
         minted = await asyncio.create_subprocess_exec(
-            virtwire_bin, "token", "--config", str(config), "--sub", "dan",
-            env=cli_env, stdout=asyncio.subprocess.PIPE,
+            virtwire_bin,
+            "token",
+            "--config",
+            str(config),
+            "--sub",
+            "dan",
+            env=cli_env,
+            stdout=asyncio.subprocess.PIPE,
         )
         token = (await minted.communicate())[0].decode().strip()
         async with connect(f"ws://127.0.0.1:{served.port}/ws?token={token}") as ws:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from virtwire.config import load_settings
 from virtwire.errors import ConfigError
 
@@ -30,7 +29,8 @@ def test_defaults_generate_a_dev_secret_once(tmp_path: Path) -> None:
 def test_file_and_env_override(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        f'[server]\nport = 4000\nallowed_origins = ["https://a.example"]\n[auth]\nsecret = "{SECRET}"\n',
+        '[server]\nport = 4000\nallowed_origins = ["https://a.example"]\n'
+        f'[auth]\nsecret = "{SECRET}"\n',
     )
     settings = load_settings(path, environ={"VIRTWIRE_SERVER__PORT": "4001"})
     assert settings.server.port == 4001

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import virtwire_example
 from virtwire import hookimpl
 from virtwire.errors import ConfigError
@@ -61,7 +60,7 @@ def test_enabling_a_missing_plugin_says_how_to_fix(monkeypatch: pytest.MonkeyPat
     from virtwire.app import create_app
 
     monkeypatch.delenv("VIRTWIRE_LOAD_PLUGINS", raising=False)
-    with pytest.raises(ConfigError, match="nopeplugin.*not installed.*example"):
+    with pytest.raises(ConfigError, match=r"nopeplugin.*not installed.*example"):
         create_app(make_settings({"plugins": {"enabled": ["nopeplugin"]}}))
 
 
@@ -158,7 +157,9 @@ def test_plugins_command_lists_and_survives_a_broken_plugin(
 
     # a plugin the config asks for by name that fails to import stops `serve` with a fix
     config = tmp_path / "c.toml"
-    config.write_text('[auth]\nsecret = "0123456789abcdef0123"\n[plugins]\nenabled = ["brokenplug"]\n')
+    config.write_text(
+        '[auth]\nsecret = "0123456789abcdef0123"\n[plugins]\nenabled = ["brokenplug"]\n'
+    )
     serve = subprocess.run(
         [virtwire_bin, "serve", "--config", str(config), "--port", "0"],
         env=cli_env,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
 from virtwire.errors import VirtwireError
 from virtwire.protocol import convert_data, decode_frame, encode
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound  # noqa: E402
-from .hookspecs import hookimpl  # noqa: E402
+from .errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound
+from .hookspecs import hookimpl
 
 __all__ = [
     "BackendUnavailable",

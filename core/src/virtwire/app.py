@@ -120,5 +120,7 @@ class Server(uvicorn.Server):
         if gateway is not None:
             for server in self.servers:
                 server.close()
-            await gateway.close_all(CloseCode.GOING_AWAY, self.config.timeout_graceful_shutdown or 5)
+            await gateway.close_all(
+                CloseCode.GOING_AWAY, self.config.timeout_graceful_shutdown or 5
+            )
         await super().shutdown(sockets)

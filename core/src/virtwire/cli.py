@@ -91,7 +91,7 @@ def _plugins(args: argparse.Namespace) -> int:
     manager = PluginManager(get_logger("virtwire.plugins"))
     manager.load_builtins(builtin_plugins())
     manager.load_installed(enabled, source=source, strict=False)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": i.name,
             "distribution": i.distribution,
@@ -105,12 +105,23 @@ def _plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        widths = [max(len(str(r[k] or "-")) for r in [*rows, dict.fromkeys(rows[0], k)]) for k in ("name", "distribution", "version", "state")] if rows else []
+        widths = (
+            [
+                max(len(str(r[k] or "-")) for r in [*rows, dict.fromkeys(rows[0], k)])
+                for k in ("name", "distribution", "version", "state")
+            ]
+            if rows
+            else []
+        )
         header = ("NAME", "DISTRIBUTION", "VERSION", "STATE")
         print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  HOOKS")
         for r in rows:
             cells = [str(r[k] or "-") for k in ("name", "distribution", "version", "state")]
-            print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + (", ".join(r["hooks"]) or "-"))
+            print(
+                "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+                + "  "
+                + (", ".join(r["hooks"]) or "-")
+            )
             if r["error"]:
                 print(f"    error: {r['error']}")
     if problem:

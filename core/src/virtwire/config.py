@@ -188,7 +188,18 @@ def dev_secret(environ: dict[str, str] | None = None) -> str:
 
 
 _SYMMETRIC = {"HS256", "HS384", "HS512"}
-_ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+_ASYMMETRIC = {
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+}
 
 
 def _check_auth(auth: AuthConfig, source: str) -> None:
@@ -211,7 +222,7 @@ def _check_auth(auth: AuthConfig, source: str) -> None:
     if algs & _SYMMETRIC and auth.public_key_file:
         raise ConfigError(
             f"{source}: auth.public_key_file is set but auth.algorithms are HMAC "
-            f"{sorted(algs)}; set algorithms = [\"RS256\"] (or ES256)"
+            f'{sorted(algs)}; set algorithms = ["RS256"] (or ES256)'
         )
     if auth.auth_timeout <= 0:
         raise ConfigError(f"{source}: auth.auth_timeout must be positive")

@@ -246,7 +246,9 @@ class Connection:
             return
         if not self.limiter.allow():
             self._error(
-                VirtwireError(ErrorCode.RATE_LIMITED, self.gateway.catalogue("message.rate_limited")),
+                VirtwireError(
+                    ErrorCode.RATE_LIMITED, self.gateway.catalogue("message.rate_limited")
+                ),
                 frame.id,
             )
             return
@@ -437,9 +439,7 @@ class Connection:
         session.state = State.CLOSED
         gateway.sessions.discard(session)
         session.finished.set()
-        session.log.info(
-            "connection closed", code=code, server_code=session.close_code
-        )
+        session.log.info("connection closed", code=code, server_code=session.close_code)
 
 
 def _reason(text: str) -> str:

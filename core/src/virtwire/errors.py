@@ -75,9 +75,7 @@ class VirtwireError(Exception):
 
 class VmNotFound(VirtwireError):
     def __init__(self, vm_id: str, message: str | None = None) -> None:
-        super().__init__(
-            ErrorCode.VM_NOT_FOUND, message or f"VM {vm_id!r} not found", vm_id=vm_id
-        )
+        super().__init__(ErrorCode.VM_NOT_FOUND, message or f"VM {vm_id!r} not found", vm_id=vm_id)
 
 
 class BackendUnavailable(VirtwireError):

@@ -60,9 +60,7 @@ class Gateway:
         then run every registration hook."""
         self.plugins.load_builtins(builtins)
         if plugins is None:
-            self.plugins.load_installed(
-                self.settings.enabled_plugins, source=self.settings.source
-            )
+            self.plugins.load_installed(self.settings.enabled_plugins, source=self.settings.source)
         else:
             for plugin in plugins:
                 if isinstance(plugin, tuple):
@@ -83,9 +81,7 @@ class Gateway:
     def _register_settings(self) -> None:
         for plugin, _ in self.plugins.impls("register_settings"):
             staged: dict[str, type] = {}
-            if not self.plugins.call_one(
-                plugin, "register_settings", register=staged.__setitem__
-            ):
+            if not self.plugins.call_one(plugin, "register_settings", register=staged.__setitem__):
                 continue
             for name, schema in staged.items():
                 self._settings_schemas[name] = schema
@@ -99,7 +95,11 @@ class Gateway:
                     f"{section!r} (installed: {', '.join(sorted(self.plugins.infos)) or 'none'})"
                 )
             info = self.plugins.infos.get(section)
-            if section not in self._settings_schemas and info is not None and info.state == "enabled":
+            if (
+                section not in self._settings_schemas
+                and info is not None
+                and info.state == "enabled"
+            ):
                 raise ConfigError(
                     f"{self.settings.source}: [plugins.{section}]: plugin {section!r} takes no "
                     "settings; remove the section"
@@ -114,9 +114,7 @@ class Gateway:
     def _collect(self, hook: str, target: list[Any]) -> None:
         for plugin, _ in list(self.plugins.impls(hook)):
             staged: list[Any] = []
-            ok = self.plugins.call_one(
-                plugin, hook, register=staged.append, gateway=self
-            )
+            ok = self.plugins.call_one(plugin, hook, register=staged.append, gateway=self)
             if ok:
                 target.extend(staged)
 
@@ -139,7 +137,9 @@ class Gateway:
                     raise TypeError(f"schema for {type_!r} must be a msgspec.Struct type")
                 _staged.append(MessageHandler(type_, handler, scope, schema, concurrent))
 
-            if not self.plugins.call_one(plugin, "register_handlers", register=register, gateway=self):
+            if not self.plugins.call_one(
+                plugin, "register_handlers", register=register, gateway=self
+            ):
                 continue
             for h in staged:
                 if h.type in self.handlers:
@@ -153,7 +153,9 @@ class Gateway:
     def _register_topics(self) -> None:
         for plugin, _ in list(self.plugins.impls("register_topics")):
             staged: list[Topic] = []
-            if not self.plugins.call_one(plugin, "register_topics", register=staged.append, gateway=self):
+            if not self.plugins.call_one(
+                plugin, "register_topics", register=staged.append, gateway=self
+            ):
                 continue
             for topic in staged:
                 key = f"topic:{topic.name}"

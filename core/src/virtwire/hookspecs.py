@@ -14,7 +14,7 @@ any subset of a hook's arguments, by name.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .consoles import ConsoleTransport
     from .gateway import Gateway
     from .logsources import LogSource
-    from .topics import Handler, Topic
+    from .topics import Topic
 
 PROJECT = "virtwire"
 
@@ -48,9 +48,7 @@ def register_settings(register: Callable[[str, type], None]) -> None:
 
 
 @hookspec
-def register_backends(
-    register: Callable[[HypervisorBackend], None], gateway: Gateway
-) -> None:
+def register_backends(register: Callable[[HypervisorBackend], None], gateway: Gateway) -> None:
     """Contribute hypervisor backends.
 
     :param register: ``register(backend)`` with an object satisfying
@@ -61,9 +59,7 @@ def register_backends(
 
 
 @hookspec
-def register_consoles(
-    register: Callable[[ConsoleTransport], None], gateway: Gateway
-) -> None:
+def register_consoles(register: Callable[[ConsoleTransport], None], gateway: Gateway) -> None:
     """Contribute console transports (VNC streams, terminals).
 
     :param register: ``register(transport)`` with a
@@ -82,9 +78,7 @@ def register_log_sources(register: Callable[[LogSource], None], gateway: Gateway
 
 
 @hookspec
-def register_collectors(
-    register: Callable[[MetricCollector], None], gateway: Gateway
-) -> None:
+def register_collectors(register: Callable[[MetricCollector], None], gateway: Gateway) -> None:
     """Contribute metric collectors for the ``system-monitor`` payload.
 
     :param register: ``register(collector)`` with a
@@ -165,4 +159,3 @@ ALL_HOOKS: tuple[str, ...] = (
     "shutdown",
     "authorize",
 )
-

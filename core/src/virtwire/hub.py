@@ -260,9 +260,7 @@ class Hub:
             return True
         return False
 
-    def broadcast(
-        self, type_: str, data: Any, accept: Callable[[Any], bool] | None = None
-    ) -> int:
+    def broadcast(self, type_: str, data: Any, accept: Callable[[Any], bool] | None = None) -> int:
         """Send one frame (encoded once) to every authenticated session ``accept`` admits."""
         text = encode(type_, data)
         delivered = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -29,7 +30,7 @@ def redact_text(text: str) -> str:
     return text
 
 
-def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: redact secret-named keys and secrets inside strings."""
     event_dict.pop("color_message", None)
     for key, value in list(event_dict.items()):
@@ -42,8 +43,6 @@ def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
                 redact_text(v) if isinstance(v, str) else v for v in value
             )
     return event_dict
-
-
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:

@@ -65,7 +65,9 @@ class Session:
     def send_error(self, error: VirtwireError, id_: Id | None = None) -> bool:
         return self.outbox.put(encode_error(error, id_))
 
-    def require(self, scope: str | None, *, vm_id: str | None = None, resource: str | None = None) -> None:
+    def require(
+        self, scope: str | None, *, vm_id: str | None = None, resource: str | None = None
+    ) -> None:
         """Raise FORBIDDEN unless the principal has ``scope``, may see ``vm_id`` and no
         ``authorize`` hook denies."""
         principal = self.principal
@@ -77,9 +79,7 @@ class Session:
                 ErrorCode.FORBIDDEN, text("forbidden.scope", scope=scope), vm_id=vm_id
             )
         if vm_id is not None and not principal.can_see(vm_id):
-            raise VirtwireError(
-                ErrorCode.FORBIDDEN, text("forbidden.vm", vm_id=vm_id), vm_id=vm_id
-            )
+            raise VirtwireError(ErrorCode.FORBIDDEN, text("forbidden.vm", vm_id=vm_id), vm_id=vm_id)
         if not self.gateway.authorized(principal, scope or "", resource or vm_id):
             raise VirtwireError(
                 ErrorCode.FORBIDDEN, text("forbidden.scope", scope=scope), vm_id=vm_id

@@ -46,7 +46,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def make_settings(config: dict[str, Any] | None = None, **env: str) -> Settings:
     """Settings from a config dict (TOML layout), with a test secret and a free port unless
     given. ``env`` are extra ``VIRTWIRE_*`` overrides."""
-    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (config or {}).items()}
+    data: dict[str, Any] = {
+        k: (dict(v) if isinstance(v, dict) else v) for k, v in (config or {}).items()
+    }
     data.setdefault("server", {})
     data["server"].setdefault("port", free_port())
     data.setdefault("auth", {})
@@ -97,7 +99,9 @@ class Client:
     async def send_raw(self, text: str | bytes) -> None:
         await self.ws.send(text)
 
-    async def request(self, type_: str, data: Any = None, *, timeout: float = 10.0) -> dict[str, Any]:
+    async def request(
+        self, type_: str, data: Any = None, *, timeout: float = 10.0
+    ) -> dict[str, Any]:
         """Send a frame with a fresh id and return the reply frame with that id (a
         ``<type>-response`` or an ``error``)."""
         id_ = f"t{next(self._ids)}"
@@ -119,7 +123,9 @@ class Client:
         async def wait() -> dict[str, Any]:
             while True:
                 frame = await self.frames.get()
-                if (type_ is None or frame.get("type") == type_) and (where is None or where(frame)):
+                if (type_ is None or frame.get("type") == type_) and (
+                    where is None or where(frame)
+                ):
                     return frame
 
         return await asyncio.wait_for(wait(), timeout)
@@ -202,7 +208,6 @@ async def run_server(
     app = create_app(settings, plugins=plugins)
     overrides = {"loop": "asyncio", "access_log": False, **uvicorn_overrides}
     server = Server(uvicorn_config(app, settings, **overrides))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

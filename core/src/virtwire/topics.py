@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -73,5 +74,5 @@ class MessageHandler:
     type: str
     handler: Handler
     scope: str | None = None
-    schema: type | None = None
+    schema: builtins.type | None = None
     concurrent: bool = False

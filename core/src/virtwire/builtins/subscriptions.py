@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from ..topics import Subscription, Topic
 
 
+#: Close tasks of replaced subscriptions still running (kept so they are not collected).
+_closing: set[asyncio.Future[Any]] = set()
+
+
 def _topic(session: Session, data: dict[str, Any]) -> Topic:
     name = data.get("topic")
     if not isinstance(name, str):
@@ -61,7 +65,9 @@ async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
         if old is not None:
             result = old.close()
             if inspect.isawaitable(result):
-                asyncio.ensure_future(result)
+                task = asyncio.ensure_future(result)
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
 
     return Reply({"topic": topic.name, **sub.reply}, then=then)
 
@@ -76,7 +82,9 @@ async def unsubscribe(session: Session, data: dict[str, Any]) -> dict[str, Any]:
         removed = 1
     elif set(data) == {"topic"}:
         # A bare {topic} ends every subscription of that topic.
-        for k in [k for k in session.subscriptions if isinstance(k, tuple) and k[:1] == (topic.name,)]:
+        for k in [
+            k for k in session.subscriptions if isinstance(k, tuple) and k[:1] == (topic.name,)
+        ]:
             await _close(session, session.subscriptions.pop(k))
             removed += 1
     if not removed:

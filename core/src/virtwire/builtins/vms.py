@@ -266,9 +266,7 @@ async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
     backend, _ = await gateway.vms.get(data.vmId)
     log = session.log.bind(vm=data.vmId, action=data.action)
     try:
-        await backend.control(
-            data.vmId, data.action, force=data.force, user_id=session.user_id
-        )
+        await backend.control(data.vmId, data.action, force=data.force, user_id=session.user_id)
     except VirtwireError as exc:
         log.info("vm-control failed", code=exc.code)
         raise

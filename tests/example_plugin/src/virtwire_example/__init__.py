@@ -15,7 +15,6 @@ from collections.abc import Hashable
 from typing import Any
 
 import msgspec
-
 from virtwire import VirtwireError, hookimpl
 from virtwire.topics import Subscription
 
@@ -50,7 +49,11 @@ class TicksTopic:
 
     async def subscribe(self, session: Any, data: dict[str, Any]) -> Subscription:
         interval = data.get("interval", 1000)
-        if not isinstance(interval, int) or isinstance(interval, bool) or not 10 <= interval <= 60000:
+        if (
+            not isinstance(interval, int)
+            or isinstance(interval, bool)
+            or not 10 <= interval <= 60000
+        ):
             raise VirtwireError(
                 "INVALID_MESSAGE",
                 "invalid data.interval: expected an integer of milliseconds in 10..60000",
@@ -78,7 +81,9 @@ class TicksTopic:
             for h in handle:
                 channel.remove(h)
 
-        return Subscription(key=(self.name, interval), close=close, reply={"interval": interval}, start=start)
+        return Subscription(
+            key=(self.name, interval), close=close, reply={"interval": interval}, start=start
+        )
 
 
 @hookimpl
