@@ -295,3 +295,17 @@ async def test_resubscribing_keeps_a_shared_producer_running() -> None:
             await client.request("subscribe", {"topic": "ticks", "interval": 1000})
             assert topic.tickers[1000] is task and not task.done()
             assert len(server.gateway.hub.channel("ticks:1000")) == 1  # replaced, not doubled
+
+
+async def test_subscriptions_per_connection_are_bounded() -> None:
+    settings = make_settings({"server": {"max_subscriptions": 3}})
+    async with run_server(settings, plugins=PLUGINS) as server:
+        async with server.client() as client:
+            for interval in (100, 200, 300):
+                reply = await client.request("subscribe", {"topic": "ticks", "interval": interval})
+                assert reply["type"] == "subscribe-response"
+            reply = await client.request("subscribe", {"topic": "ticks", "interval": 400})
+            assert reply["data"]["code"] == "RATE_LIMITED"
+            # replacing an existing one is fine
+            reply = await client.request("subscribe", {"topic": "ticks", "interval": 300})
+            assert reply["type"] == "subscribe-response"

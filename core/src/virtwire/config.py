@@ -48,6 +48,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rate_limit: float = 500.0
     rate_burst: int = 1000
     max_concurrent_requests: int = 16
+    max_subscriptions: int = 256
     per_message_deflate: bool = False
     locale: str = "zh-CN"
     log_format: Literal["auto", "console", "json"] = "auto"

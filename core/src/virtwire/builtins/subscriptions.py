@@ -50,6 +50,13 @@ async def _close(session: Session, sub: Subscription) -> None:
 async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
     topic = _topic(session, data)
     session.require(topic.scope)
+    limit = session.gateway.settings.server.max_subscriptions
+    if len(session.subscriptions) >= limit and topic.key(data) not in session.subscriptions:
+        raise VirtwireError(
+            ErrorCode.RATE_LIMITED,
+            session.gateway.catalogue("message.too_many_subscriptions", limit=limit),
+            details={"limit": limit},
+        )
     sub = await topic.subscribe(session, data)
     if session.close_code is not None:  # closed while subscribing
         await _close(session, sub)

@@ -189,6 +189,14 @@ class VmRegistry:
             raise BackendUnavailable(str(first))
         return out
 
+    async def backend_for(self, vm_id: str) -> HypervisorBackend:
+        """The backend that owns ``vm_id``: the known owner at once, else found by asking."""
+        known = self.owner.get(vm_id)
+        if known is not None:
+            return known
+        backend, _ = await self.get(vm_id)
+        return backend
+
     def current(self, vm_id: str) -> dict[str, Any] | None:
         cached = self.latest.get(vm_id)
         return cached[1] if cached else None
@@ -263,10 +271,13 @@ class VmControl(msgspec.Struct, forbid_unknown_fields=True):
 async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
     gateway = session.gateway
     session.require("vm:control", vm_id=data.vmId)
-    backend, _ = await gateway.vms.get(data.vmId)
+    backend = await gateway.vms.backend_for(data.vmId)
     log = session.log.bind(vm=data.vmId, action=data.action)
     try:
         await backend.control(data.vmId, data.action, force=data.force, user_id=session.user_id)
+    except VmNotFound:
+        gateway.vms.forget(data.vmId)  # the owner no longer has it
+        raise
     except VirtwireError as exc:
         log.info("vm-control failed", code=exc.code)
         raise

@@ -1,0 +1,217 @@
+"""The libvirt backend on libvirt's built-in test driver (no daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import libvirt
+import pytest
+from lv_helpers import backend_of, is_status, libvirt_server
+from virtwire.errors import ConfigError
+
+DOMAINS_XML = """<?xml version="1.0"?>
+<node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
+  <cpu><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads></cpu>
+  <memory>4194304</memory>
+  {domains}
+</node>
+"""
+DOMAIN = """<domain type="test">
+    <name>{name}</name>
+    <memory>131072</memory>
+    <vcpu>1</vcpu>
+    <os><type>hvm</type></os>
+    <devices>
+      <interface type="network"><source network="default"/><target dev="testnet0"/></interface>
+    </devices>
+    <test:runstate>{state}</test:runstate>
+  </domain>"""
+
+
+def write_node(tmp_path: Path, domains: dict[str, int]) -> str:
+    body = "\n".join(DOMAIN.format(name=n, state=s) for n, s in domains.items())
+    path = tmp_path / "node.xml"
+    path.write_text(DOMAINS_XML.format(domains=body))
+    return f"test://{path}"
+
+
+async def test_default_uri_shows_the_test_domain_with_figures() -> None:
+    async with libvirt_server(stats_interval=0.2) as server, server.client() as client:
+        reply = await client.request("subscribe", {"topic": "vm-status-all"})
+        assert reply["type"] == "subscribe-response"
+        assert reply["data"]["count"] == 1
+        first = await client.expect("vm-status")
+        assert first["data"]["vmId"] == "test" and first["data"]["status"] == "running"
+        # Periodic pushes while subscribed carry real figures from the driver's counters:
+        # its cpu time advances with wall time on 2 vCPUs (50 %), its interface counters too.
+        later = await client.expect("vm-status", where=lambda f: f["data"]["cpu"] > 0)
+        data = later["data"]
+        assert 45 <= data["cpu"] <= 55
+        assert 0 < data["memory"] <= 100
+        assert data["network"]["rx"] > 0 and data["network"]["tx"] > 0
+
+
+async def test_file_driver_lists_domains_in_their_states(tmp_path: Path) -> None:
+    # runstate: 1 running, 3 paused, 5 shut off, 6 crashed
+    uri = write_node(tmp_path, {"web": 1, "db": 3, "old": 5, "bad": 6})
+    async with libvirt_server(uri=uri) as server, server.client() as client:
+        await client.request("subscribe", {"topic": "vm-status-all"})
+        got = {}
+        while len(got) < 4:
+            frame = await client.expect("vm-status")
+            got[frame["data"]["vmId"]] = frame["data"]["status"]
+        assert got == {"web": "running", "db": "paused", "old": "stopped", "bad": "crashed"}
+        stopped = await client.request("subscribe", {"topic": "vm-status", "vmId": "old"})
+        assert stopped["data"] == {"topic": "vm-status", "vmId": "old"}
+
+
+async def test_every_control_action_with_events_and_pushes() -> None:
+    async with libvirt_server() as server, server.client(server.token("alice")) as client:
+        await client.request("subscribe", {"topic": "vm-status", "vmId": "test"})
+        await client.expect("vm-status", where=is_status("test", "running"))
+        steps = [
+            ("pause", "vm-paused", "paused"),
+            ("resume", "vm-resumed", "running"),
+            ("stop", "vm-stopped", "stopped"),
+            ("start", "vm-started", "running"),
+            ("reset", "vm-rebooted", "running"),
+            ("restart", "vm-rebooted", "running"),
+        ]
+        for action, event, status in steps:
+            reply = await client.request("vm-control", {"vmId": "test", "action": action})
+            assert reply["type"] == "vm-control-response", reply
+            assert reply["data"] == {"vmId": "test", "action": action, "status": "success"}
+            ev = await client.expect("system-event")
+            assert ev["data"]["event"] == event
+            assert ev["data"]["vmId"] == "test"
+            assert ev["data"]["userId"] == "alice"
+            assert ev["data"]["level"] == "info"
+            assert ev["data"]["message"]
+            await client.expect("vm-status", where=is_status("test", status))
+        reply = await client.request(
+            "vm-control", {"vmId": "test", "action": "stop", "force": True}
+        )
+        assert reply["data"]["status"] == "success"
+        ev = await client.expect("system-event")
+        assert (ev["data"]["event"], ev["data"]["userId"]) == ("vm-stopped", "alice")
+
+
+async def test_libvirt_failures_carry_libvirt_message() -> None:
+    async with libvirt_server() as server, server.client() as client:
+        reply = await client.request("vm-control", {"vmId": "test", "action": "start"})
+        assert reply["type"] == "error"
+        assert reply["data"]["code"] == "VM_START_FAILED"
+        assert reply["data"]["message"] == "failed to start the VM"
+        assert reply["data"]["vmId"] == "test"
+        assert "already running" in reply["data"]["details"]
+        reply = await client.request("vm-control", {"vmId": "test", "action": "resume"})
+        assert reply["data"]["code"] == "VM_RESUME_FAILED"
+        assert "not paused" in reply["data"]["details"]
+        for action in ("start", "stop", "pause"):
+            reply = await client.request("vm-control", {"vmId": "ghost", "action": action})
+            assert reply["data"]["code"] == "VM_NOT_FOUND"
+            assert reply["data"]["vmId"] == "ghost"
+        reply = await client.request("subscribe", {"topic": "vm-status", "vmId": "ghost"})
+        assert reply["data"]["code"] == "VM_NOT_FOUND"
+
+
+async def test_scopes_and_vm_patterns_guard_every_action() -> None:
+    async with libvirt_server() as server:
+        reader = server.token("reader", ["vm:read"])
+        async with server.client(reader) as client:
+            reply = await client.request("vm-control", {"vmId": "test", "action": "pause"})
+            assert reply["data"]["code"] == "FORBIDDEN"
+        other = server.token("bob", vms=["web-*"])
+        async with server.client(other) as client:
+            for action in ("start", "stop", "pause", "resume", "restart", "reset"):
+                reply = await client.request("vm-control", {"vmId": "test", "action": action})
+                assert reply["data"]["code"] == "FORBIDDEN"
+            reply = await client.request("subscribe", {"topic": "vm-status-all"})
+            assert reply["data"]["count"] == 0
+        # Nothing ran: the domain is still running.
+        async with server.client() as client:
+            await client.request("subscribe", {"topic": "vm-status", "vmId": "test"})
+            first = await client.expect("vm-status")
+            assert first["data"]["status"] == "running"
+
+
+async def test_outside_changes_become_events_without_user() -> None:
+    xml = """<domain type='test'><name>extra</name><memory>65536</memory>
+             <os><type>hvm</type></os></domain>"""
+    async with libvirt_server() as server, server.client() as client:
+        await client.request("subscribe", {"topic": "vm-status-all"})
+        # Another client of the same hypervisor (the test driver shares state in-process).
+        conn = await asyncio.to_thread(libvirt.open, "test:///default")
+        try:
+            dom = await asyncio.to_thread(conn.defineXML, xml)
+            ev = await client.expect("system-event")
+            assert ev["data"]["event"] == "vm-created" and ev["data"]["vmId"] == "extra"
+            assert "userId" not in ev["data"]
+            await client.expect("vm-status", where=is_status("extra", "stopped"))
+            await asyncio.to_thread(dom.create)
+            ev = await client.expect("system-event")
+            assert ev["data"]["event"] == "vm-started" and "userId" not in ev["data"]
+            await client.expect("vm-status", where=is_status("extra", "running"))
+            await asyncio.to_thread(dom.destroy)
+            await asyncio.to_thread(dom.undefine)
+            ev = await client.expect(
+                "system-event", where=lambda f: f["data"]["event"] == "vm-deleted"
+            )
+            assert ev["data"]["vmId"] == "extra"
+            reply = await client.request("vm-control", {"vmId": "extra", "action": "start"})
+            assert reply["data"]["code"] == "VM_NOT_FOUND"
+        finally:
+            await asyncio.to_thread(conn.close)
+
+
+async def test_stats_are_polled_only_while_someone_listens() -> None:
+    async with libvirt_server(stats_interval=0.1) as server:
+        backend = backend_of(server)
+        assert backend._ticker is None
+        async with server.client() as client:
+            await client.request("subscribe", {"topic": "vm-status", "vmId": "test"})
+            assert backend._ticker is not None and not backend._ticker.done()
+            first = await client.expect("vm-status")
+            second = await client.expect("vm-status")
+            assert first["timestamp"] != second["timestamp"]
+            await client.request("unsubscribe", {"topic": "vm-status", "vmId": "test"})
+            assert backend._ticker is None
+
+
+async def test_uuid_names_vms() -> None:
+    async with libvirt_server(vm_id="uuid") as server, server.client() as client:
+        reply = await client.request("subscribe", {"topic": "vm-status-all"})
+        assert reply["data"]["count"] == 1
+        frame = await client.expect("vm-status")
+        vm_id = frame["data"]["vmId"]
+        assert len(vm_id) == 36 and vm_id.count("-") == 4
+        reply = await client.request("vm-control", {"vmId": vm_id, "action": "pause"})
+        assert reply["data"]["status"] == "success"
+
+
+async def test_unreachable_hypervisor_gives_backend_unavailable(tmp_path: Path) -> None:
+    uri = f"qemu:///system?socket={tmp_path}/absent-sock"
+    async with libvirt_server(uri=uri, reconnect_max=0.5) as server, server.client() as client:
+        for request in (
+            ("subscribe", {"topic": "vm-status-all"}),
+            ("subscribe", {"topic": "vm-status", "vmId": "test"}),
+            ("vm-control", {"vmId": "test", "action": "start"}),
+        ):
+            reply = await client.request(*request, timeout=5)
+            assert reply["type"] == "error"
+            assert reply["data"]["code"] == "BACKEND_UNAVAILABLE"
+            assert "absent-sock" in reply["data"]["details"]
+
+
+def test_config_is_validated() -> None:
+    from virtwire.testing import make_settings
+    from virtwire_libvirt.settings import LibvirtSettings
+
+    settings = make_settings({"plugins": {"libvirt": {"urii": "x"}}})
+    with pytest.raises(ConfigError, match=r"plugins\.libvirt\.urii"):
+        settings.plugin("libvirt", LibvirtSettings)
+    settings = make_settings({"plugins": {"libvirt": {"stats_interval": 0}}})
+    with pytest.raises(ConfigError, match="stats_interval"):
+        settings.plugin("libvirt", LibvirtSettings)
+    assert LibvirtSettings().uri == "test:///default"
