@@ -27,3 +27,11 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def virtwire_bin() -> str:
     return str(VENV_BIN / "virtwire")
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gateways started by tests keep their state (dev secret, own log file) in a temp dir,
+    never in the user's home."""
+    if "VIRTWIRE_STATE_DIR" not in os.environ:
+        monkeypatch.setenv("VIRTWIRE_STATE_DIR", str(tmp_path_factory.mktemp("state")))

@@ -198,3 +198,18 @@ async def test_scopes_and_vms_claim_enforced() -> None:
             assert reply["data"]["vmId"] == "db-1"
             reply = await client.request("subscribe", {"topic": "vm-status", "vmId": "db-1"})
             assert reply["data"]["code"] == "FORBIDDEN"
+
+
+async def test_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    async with run_server(plugins=PLUGINS, access_log=True) as server:
+        token = server.token("alice")
+        async with server.client(token) as client:
+            assert (await client.request("greet", {"name": "x"}))["type"] == "greet-response"
+        async with server.client("bad." + token) as client:
+            await client.closed()
+    server_logs = "\n".join(
+        r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "virtwire"))
+    )
+    assert "token=[REDACTED]" in server_logs  # uvicorn's request line, redacted
+    assert token not in server_logs

@@ -108,3 +108,10 @@ def test_discard_only_empty_channels() -> None:
     channel.remove(sub)
     assert hub.discard(channel)
     assert hub.channel("system-monitor:700") is not channel
+
+
+def test_one_oversize_frame_fits_an_empty_queue() -> None:
+    box = Outbox(100, 10)
+    assert box.put("x" * 500)  # larger than the byte bound, but nothing else is queued
+    assert not box.put("y")
+    assert box.overflowed

@@ -19,7 +19,7 @@ from .config import Settings, load_settings
 from .connection import WebSocketEndpoint
 from .errors import CloseCode
 from .gateway import Gateway
-from .log import get_logger
+from .log import get_logger, install_redaction
 
 
 def create_app(
@@ -36,6 +36,7 @@ def create_app(
         installed entry points (tests use this); the built-in plugins are always loaded.
     """
     settings = settings or load_settings()
+    install_redaction()
     gateway = Gateway(settings, log or get_logger("virtwire"))
     gateway.load_plugins(plugins, builtin_plugins())
 

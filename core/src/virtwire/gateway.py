@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -17,7 +17,7 @@ from .backends import HypervisorBackend
 from .collectors import MetricCollector
 from .config import Settings
 from .consoles import ConsoleTransport
-from .errors import CloseCode, ConfigError, VirtwireError
+from .errors import CloseCode, ConfigError, ErrorCode, VirtwireError
 from .hub import Hub
 from .logsources import LogSource
 from .messages import Catalogue
@@ -44,6 +44,10 @@ class Gateway:
         self.topics: dict[str, Topic] = {}
         self.routes: list[BaseRoute] = []
         self.sessions: set[Session] = set()
+        #: Callbacks ``closer(code, reason)`` of plugin connections (e.g. a plugin's WebSocket
+        #: route) that :meth:`close_all` must close too; add on open, discard on close. A
+        #: closer may return an awaitable that completes once the connection is closed.
+        self.closers: set[Callable[[int, str], Awaitable[Any] | None]] = set()
         self._settings_schemas: dict[str, type] = {}
         self._plugin_configs: dict[str, Any] = {}
         self._owners: dict[str, str] = {}  # handler type / topic name -> plugin
@@ -179,21 +183,18 @@ class Gateway:
         return True
 
     async def authenticate_websocket(
-        self, websocket: WebSocket, *, scope: str | None = None
+        self, websocket: WebSocket, *, scope: str | None = None, resource: str | None = None
     ) -> Principal:
         """Verify the token of a plugin route's WebSocket (``?token=`` or ``Authorization:
-        Bearer``) and check ``scope``. Raises ``VirtwireError``."""
+        Bearer``), check ``scope`` and ask the ``authorize`` hooks about ``resource``.
+        Raises ``VirtwireError`` (AUTH_REQUIRED, AUTH_FAILED, TOKEN_EXPIRED, FORBIDDEN)."""
         from .connection import token_from_scope
 
         token = token_from_scope(websocket.scope)
         if not token:
-            from .errors import ErrorCode
-
             raise VirtwireError(ErrorCode.AUTH_REQUIRED, self.catalogue("auth.required"))
         principal = self.auth.verify(token)
-        if not principal.has_scope(scope) or not self.authorized(principal, scope or "", None):
-            from .errors import ErrorCode
-
+        if not principal.has_scope(scope) or not self.authorized(principal, scope or "", resource):
             raise VirtwireError(ErrorCode.FORBIDDEN, self.catalogue("forbidden.scope", scope=scope))
         return principal
 
@@ -219,11 +220,25 @@ class Gateway:
     async def close_all(self, code: int = CloseCode.GOING_AWAY, timeout: float = 5.0) -> None:
         """Close every connection with ``code`` and wait (bounded) until they are gone."""
         sessions = list(self.sessions)
+        reason = self.catalogue("close.shutdown")
         for session in sessions:
-            session.close(code, self.catalogue("close.shutdown"), flush=False)
-        waits = [s.finished.wait() for s in sessions if s.state is not State.CLOSED]
-        if waits:
-            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=timeout)
+            session.close(code, reason, flush=False)
+        pending: list[asyncio.Future[Any]] = []
+        for closer in list(self.closers):
+            try:
+                result = closer(code, reason)
+            except Exception as exc:
+                self.log.error("connection closer failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if inspect.isawaitable(result):
+                pending.append(asyncio.ensure_future(result))
+        waits = [
+            asyncio.ensure_future(s.finished.wait())
+            for s in sessions
+            if s.state is not State.CLOSED
+        ]
+        if waits or pending:
+            await asyncio.wait([*waits, *pending], timeout=timeout)
 
     async def shutdown(self) -> None:
         await self.close_all(CloseCode.GOING_AWAY, self.settings.server.shutdown_timeout)

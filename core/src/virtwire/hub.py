@@ -80,6 +80,8 @@ class Outbox:
                 waiter.set_result(None)
 
     def _fits(self, size: int) -> bool:
+        if not self._items:
+            return True  # one frame always fits an empty queue, whatever its size
         if self.queued_bytes + size > self.max_bytes or len(self._items) >= self.max_messages:
             self._overflow()
             return False

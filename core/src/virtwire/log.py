@@ -45,6 +45,31 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+class RedactFilter(logging.Filter):
+    """Redacts tokens in standard-library records (uvicorn logs request lines with their
+    query string), whatever handlers and formatters the host application uses."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = ()
+        return True
+
+
+_FILTER = RedactFilter()
+_REDACTED_LOGGERS = ("uvicorn.error", "uvicorn.access", "uvicorn")
+
+
+def install_redaction() -> None:
+    """Attach the redaction filter to uvicorn's loggers (idempotent)."""
+    for name in _REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Set up structlog and route the standard library's logging through it."""
     stream = stream or sys.stderr

@@ -41,5 +41,11 @@ class LogSource(Protocol):
 
     def follow(self, name: str, history: int) -> AsyncIterator[LogEvent]:
         """The last ``history`` lines as one ``LogLines``, then new lines and notices as they
-        happen, until the stream ends or the iterator is closed. Raise
-        ``VirtwireError(LOG_NOT_FOUND)`` if the stream does not exist right now."""
+        happen, until the stream ends or the iterator is closed.
+
+        - After ``LogNotice("truncated")`` or ``LogNotice("rotated")`` the next ``LogLines``
+          is the last ``history`` lines of the new content.
+        - The iterator ending means the stream is gone for good ("deleted").
+        - It is called once per name however many clients follow it, and cancelled when the
+          last one leaves: release what it holds in ``finally``.
+        - Raise ``VirtwireError(LOG_NOT_FOUND)`` if the stream does not exist right now."""
