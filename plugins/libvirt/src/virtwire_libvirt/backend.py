@@ -110,10 +110,9 @@ class LibvirtBackend:
         for task in [self._pump_task, self._ticker, self._reconnector, *self._tasks]:
             if task is not None:
                 task.cancel()
-        for task in [self._pump_task, self._ticker, self._reconnector, *self._tasks]:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        tasks = [t for t in (self._pump_task, self._ticker, self._reconnector, *self._tasks) if t]
+        if tasks:  # bounded: shutting down never hangs on a stuck worker
+            await asyncio.wait(tasks, timeout=self.settings.call_timeout)
         self._fail_waiters("closed")
         conn, self._conn = self._conn, None
         if conn is not None and self._executor is not None:
@@ -459,6 +458,8 @@ class LibvirtBackend:
             conn.close()
 
     async def _connect(self) -> None:
+        if self.state is State.CLOSED:
+            return
         self.state = State.CONNECTING
         self._generation += 1
         generation = self._generation
@@ -535,6 +536,10 @@ class LibvirtBackend:
                 return
             except Exception as exc:
                 self._last_error = _describe(exc)
+                if self.state is State.CLOSED:
+                    # close() ran meanwhile; its cancellation may have been absorbed by a
+                    # wait_for that completed at the same moment
+                    return
                 self.state = State.DISCONNECTED
                 self.log.debug("libvirt reconnect failed", error=self._last_error)
             delay = min(delay * 2, self.settings.reconnect_max)
