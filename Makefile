@@ -16,11 +16,12 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 APT_PACKAGES := $(sort $(shell cat apt-packages.txt plugins/*/apt-packages.txt 2>/dev/null | sed 's/\#.*//'))
 PYPROJECTS   := pyproject.toml $(wildcard core/pyproject.toml plugins/*/pyproject.toml tests/example_plugin/pyproject.toml)
 
-.PHONY: help install apt serve test test-core lint bench clean
+.PHONY: help install apt serve test test-isolated lint bench clean
 
 help:
 	@echo "make serve   install, then run the gateway (embedded default, prints a token)"
 	@echo "make test    install, then run every test"
+	@echo "make test-isolated   each plugin's tests with only that plugin installed"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in bench/"
 
@@ -60,6 +61,9 @@ serve: install
 test: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+test-isolated: install
+	bash .ci/isolated
+
 lint: install
 	$(VENV)/bin/ruff check core plugins tests bench
 	$(VENV)/bin/mypy core/src
@@ -68,4 +72,4 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(TOOLS) tests/js/node_modules
+	rm -rf $(VENV) $(TOOLS) .iso tests/js/node_modules
