@@ -39,12 +39,7 @@ class BenchPlugin:
             return ("bench",)
 
         async def subscribe(self, session: Any, data: dict[str, Any]) -> Subscription:
-            handle: list[Any] = []
-            return Subscription(
-                key=("bench",),
-                close=lambda: [self.channel.remove(h) for h in handle],
-                start=lambda: handle.append(self.channel.add(session.outbox)),
-            )
+            return Subscription.to_channel(self.channel, session.outbox, ("bench",))
 
     @hookimpl
     def register_topics(self, register: Any, gateway: Any) -> None:

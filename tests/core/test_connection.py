@@ -33,12 +33,7 @@ class Flood:
             return ("flood",)
 
         async def subscribe(self, session: Any, data: dict[str, Any]) -> Subscription:
-            handle: list[Any] = []
-            return Subscription(
-                key=("flood",),
-                close=lambda: [self.channel.remove(h) for h in handle],
-                start=lambda: handle.append(self.channel.add(session.outbox)),
-            )
+            return Subscription.to_channel(self.channel, session.outbox, ("flood",))
 
     @hookimpl
     def register_topics(self, register: Any, gateway: Any) -> None:

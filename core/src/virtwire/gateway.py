@@ -204,18 +204,23 @@ class Gateway:
 
         self.vms = VmRegistry(self)
         await self.vms.start()
-        for plugin, result in list(self.plugins.call_each("startup", gateway=self)):
-            if inspect.isawaitable(result):
-                try:
-                    await result
-                except Exception as exc:
-                    self.plugins.fail(plugin, "startup", exc)
+        await self._lifecycle("startup")
         self.started = True
         self.log.info(
             "gateway started",
             plugins=[n for n, i in sorted(self.plugins.infos.items()) if i.state == "enabled"],
             failed=[n for n, i in sorted(self.plugins.infos.items()) if i.state == "failed"],
         )
+
+    async def _lifecycle(self, hook: str) -> None:
+        """Call ``startup``/``shutdown`` of every plugin, awaiting what they return; a plugin
+        that raises is disabled and reported."""
+        for plugin, result in list(self.plugins.call_each(hook, gateway=self)):
+            if inspect.isawaitable(result):
+                try:
+                    await result
+                except Exception as exc:
+                    self.plugins.fail(plugin, hook, exc)
 
     async def close_all(self, code: int = CloseCode.GOING_AWAY, timeout: float = 5.0) -> None:
         """Close every connection with ``code`` and wait (bounded) until they are gone."""
@@ -242,12 +247,7 @@ class Gateway:
 
     async def shutdown(self) -> None:
         await self.close_all(CloseCode.GOING_AWAY, self.settings.server.shutdown_timeout)
-        for plugin, result in list(self.plugins.call_each("shutdown", gateway=self)):
-            if inspect.isawaitable(result):
-                try:
-                    await result
-                except Exception as exc:
-                    self.plugins.fail(plugin, "shutdown", exc)
+        await self._lifecycle("shutdown")
         if hasattr(self, "vms"):
             await self.vms.close()
         self.started = False

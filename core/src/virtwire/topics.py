@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from .hub import Accept, Channel, Outbox, Subscriber
     from .session import Session
 
 
@@ -28,6 +29,34 @@ class Subscription:
     #: Runs after the ``subscribe-response`` is queued: join the channel and queue the
     #: current values here so that they follow the response.
     start: Callable[[], None] | None = None
+
+    @classmethod
+    def to_channel(
+        cls,
+        channel: Channel,
+        outbox: Outbox,
+        key: Hashable,
+        *,
+        accept: Accept | None = None,
+        reply: dict[str, Any] | None = None,
+        initial: Callable[[], None] | None = None,
+    ) -> Subscription:
+        """The usual subscription: join ``channel`` (optionally filtered by ``accept``) once
+        the response is queued, run ``initial`` (queue the current values) right after,
+        and leave the channel on close."""
+        handles: list[Subscriber] = []
+
+        def start() -> None:
+            handles.append(channel.add(outbox, accept))
+            if initial is not None:
+                initial()
+
+        def close() -> None:
+            for handle in handles:
+                channel.remove(handle)
+            handles.clear()
+
+        return cls(key=key, close=close, reply=reply or {}, start=start)
 
 
 @dataclass

@@ -243,22 +243,16 @@ class VmStatusTopic:
             vm_ids = [s["vmId"] for s in statuses if principal.can_see(s["vmId"])]
             accept = principal.can_see if principal.vms is not None else None  # type: ignore[assignment]
 
-        handle: list[Any] = []
-
-        def start() -> None:
-            handle.append(channel.add(outbox, accept))
+        def initial() -> None:
             for vid in vm_ids:
                 current = registry.current(vid)
                 if current is not None:
                     channel.send_to(outbox, "vm-status", current, key=vid)
 
-        def close() -> None:
-            for h in handle:
-                channel.remove(h)
-            handle.clear()
-
         reply: dict[str, Any] = {"vmId": vm_id} if vm_id is not None else {"count": len(vm_ids)}
-        return Subscription(key=(CHANNEL, vm_id), close=close, reply=reply, start=start)
+        return Subscription.to_channel(
+            channel, outbox, (CHANNEL, vm_id), accept=accept, reply=reply, initial=initial
+        )
 
 
 # -- vm-control ------------------------------------------------------------------------

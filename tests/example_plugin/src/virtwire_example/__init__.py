@@ -72,17 +72,8 @@ class TicksTopic:
 
             channel.on_active(active)
             self.hooked.add(interval)
-        handle: list[Any] = []
-
-        def start() -> None:
-            handle.append(channel.add(session.outbox))
-
-        def close() -> None:
-            for h in handle:
-                channel.remove(h)
-
-        return Subscription(
-            key=(self.name, interval), close=close, reply={"interval": interval}, start=start
+        return Subscription.to_channel(
+            channel, session.outbox, (self.name, interval), reply={"interval": interval}
         )
 
 
