@@ -37,7 +37,6 @@ def test_voidvm_client_controls_the_test_domain(tmp_path: Path) -> None:
     assert node, "node is required (make install installs it)"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTWIRE_")}
     env["VIRTWIRE_STATE_DIR"] = str(tmp_path)
-    env["VIRTWIRE_LOAD_PLUGINS"] = "libvirt"
     env["NODE_PATH"] = str(HERE.parent / "js" / "node_modules")
     port = free_port()
     proc = subprocess.Popen(
