@@ -40,7 +40,10 @@ apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 
 $(TOOLS)/bin/uv:
-	python3 -m venv $(TOOLS)
+	python3 -m venv $(TOOLS) 2>/dev/null || { rm -rf $(TOOLS); \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv >/dev/null; \
+	  python3 -m venv $(TOOLS); }
 	$(TOOLS)/bin/pip install -q uv
 
 $(STAMP): $(PYPROJECTS) uv.lock | $(UV)

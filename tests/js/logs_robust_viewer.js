@@ -1,5 +1,10 @@
-// The log streaming API document's RobustLogViewer class, verbatim, run under Node's
-// WebSocket (node --experimental-websocket) with a minimal DOM standing in for the page.
+// The log streaming API document's RobustLogViewer class, verbatim, run under Node with the
+// browser WebSocket API (Node's own where it has one, else the `ws` package's, which
+// implements the same interface) and a minimal DOM standing in for the page.
+if (typeof globalThis.WebSocket === 'undefined') {
+  globalThis.WebSocket = require('ws');
+}
+
 // It prints what the page would show: "LOG <line>" and "STATUS <class> <text>".
 // The test points its URL at the test server.
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from logkit import lines
 
 HERE = Path(__file__).resolve().parent
@@ -114,7 +112,6 @@ async def test_python_websocket_client_example(logs_server, logdir, tmp_path):
             assert await asyncio.wait_for(run.proc.wait(), 10) == 0
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is installed by `make install`")
 async def test_node_ws_example(logs_server, logdir, tmp_path):
     log = logdir / "upload.log"
     lines(log, 0, 1)
@@ -137,13 +134,12 @@ async def test_missing_file_text_reaches_the_example(logs_server, tmp_path):
             assert await asyncio.wait_for(run.proc.wait(), 10) == 0
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is installed by `make install`")
 async def test_robust_log_viewer_classifies_the_texts(logs_server, logdir, tmp_path):
     """The document's RobustLogViewer (browser WebSocket API, here Node's) matches message
     texts: errors, warnings and log lines land where the page expects them."""
     log = logdir / "ds_update.log"
     lines(log, 0, 2)
-    node = ("node", "--experimental-websocket", "--no-warnings")
+    node = ("node", "--no-warnings")
     source = JS / "logs_robust_viewer.js"
     async with logs_server(public=True, reopen_grace=0.2) as server:
         async with example(source, server.port, tmp_path, *node) as run:
