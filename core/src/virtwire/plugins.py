@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 from .errors import ConfigError
 
 GROUP = "virtwire"
@@ -220,5 +220,7 @@ class PluginManager:
             self.register(
                 module,
                 name,
-                info=PluginInfo(name=name, distribution="virtwire", builtin=True),
+                info=PluginInfo(
+                    name=name, distribution="virtwire", version=__version__, builtin=True
+                ),
             )
