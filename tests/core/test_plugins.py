@@ -232,3 +232,23 @@ async def test_console_transports_are_collected() -> None:
     async with run_server(make_settings(), plugins=[("consoles", Consoles())]) as server:
         assert [t.name for t in server.gateway.consoles] == ["echo"]
         assert server.gateway.plugins.infos["consoles"].hooks == ["register_consoles"]
+
+
+class Greeter:
+    """Registers a message type the example plugin already has."""
+
+    @hookimpl
+    def register_handlers(self, register: Any) -> None:
+        async def greet(session: Any, data: Any) -> None:
+            return None
+
+        register("greet", greet)
+
+
+def test_two_plugins_claiming_one_type_is_a_clear_error() -> None:
+    from virtwire.app import create_app
+
+    with pytest.raises(
+        ConfigError, match=r"'greet' is registered by both plugin 'example' and 'greeter'"
+    ):
+        create_app(make_settings(), plugins=[("example", virtwire_example), ("greeter", Greeter())])

@@ -321,7 +321,7 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            owner = self.gateway._owners.get(handler.type, "?")
+            owner = self.gateway.owners.get(handler.type, "?")
             session.log.exception(
                 "handler failed", plugin=owner, type=handler.type, error=f"{type(exc).__name__}"
             )

@@ -50,7 +50,7 @@ class Gateway:
         self.closers: set[Callable[[int, str], Awaitable[Any] | None]] = set()
         self._settings_schemas: dict[str, type] = {}
         self._plugin_configs: dict[str, Any] = {}
-        self._owners: dict[str, str] = {}  # handler type / topic name -> plugin
+        self.owners: dict[str, str] = {}  # handler type / topic name -> plugin
         self.started = False
         self.pm_has_authorize = False
 
@@ -149,10 +149,10 @@ class Gateway:
                 if h.type in self.handlers:
                     raise ConfigError(
                         f"message type {h.type!r} is registered by both plugin "
-                        f"{self._owners[h.type]!r} and {plugin!r}; disable one of them"
+                        f"{self.owners[h.type]!r} and {plugin!r}; disable one of them"
                     )
                 self.handlers[h.type] = h
-                self._owners[h.type] = plugin
+                self.owners[h.type] = plugin
 
     def _register_topics(self) -> None:
         for plugin, _ in list(self.plugins.impls("register_topics")):
@@ -166,10 +166,10 @@ class Gateway:
                 if topic.name in self.topics:
                     raise ConfigError(
                         f"topic {topic.name!r} is registered by both plugin "
-                        f"{self._owners[key]!r} and {plugin!r}; disable one of them"
+                        f"{self.owners[key]!r} and {plugin!r}; disable one of them"
                     )
                 self.topics[topic.name] = topic
-                self._owners[key] = plugin
+                self.owners[key] = plugin
 
     # -- authorization -----------------------------------------------------------------
     def authorized(self, principal: Principal, action: str, resource: str | None) -> bool:
