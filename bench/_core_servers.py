@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from virtwire import hookimpl
-from virtwire.topics import Subscription
+from virtwire.topics import ChannelTopic
 
 STATUS = {
     "vmId": "vm-001",
@@ -28,22 +28,9 @@ STATUS = {
 class BenchPlugin:
     """bench-broadcast publishes N frames on a channel; echo answers with its data."""
 
-    class Topic:
-        name = "bench"
-        scope = None
-
-        def __init__(self, gateway: Any) -> None:
-            self.channel = gateway.hub.channel("bench")
-
-        def key(self, data: dict[str, Any]) -> tuple[str]:
-            return ("bench",)
-
-        async def subscribe(self, session: Any, data: dict[str, Any]) -> Subscription:
-            return Subscription.to_channel(self.channel, session.outbox, ("bench",))
-
     @hookimpl
     def register_topics(self, register: Any, gateway: Any) -> None:
-        self.topic = self.Topic(gateway)
+        self.topic = ChannelTopic("bench", gateway.hub.channel("bench"))
         register(self.topic)
 
     @hookimpl

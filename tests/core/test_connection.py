@@ -14,7 +14,7 @@ import pytest
 import virtwire_example
 from virtwire import hookimpl
 from virtwire.testing import make_settings, run_server
-from virtwire.topics import Subscription
+from virtwire.topics import ChannelTopic
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -22,22 +22,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 class Flood:
     """A real plugin that fills a channel on request: drives the slow-client paths."""
 
-    class Topic:
-        name = "flood"
-        scope = None
-
-        def __init__(self, gateway: Any) -> None:
-            self.channel = gateway.hub.channel("flood")
-
-        def key(self, data: dict[str, Any]) -> tuple[str]:
-            return ("flood",)
-
-        async def subscribe(self, session: Any, data: dict[str, Any]) -> Subscription:
-            return Subscription.to_channel(self.channel, session.outbox, ("flood",))
-
     @hookimpl
     def register_topics(self, register: Any, gateway: Any) -> None:
-        self.topic = self.Topic(gateway)
+        self.topic = ChannelTopic("flood", gateway.hub.channel("flood"))
         register(self.topic)
 
     @hookimpl

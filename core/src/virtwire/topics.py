@@ -86,6 +86,25 @@ class Topic(Protocol):
         queue the current value(s) it should see first. Raise ``VirtwireError`` to refuse."""
 
 
+class ChannelTopic:
+    """The simplest topic: every subscriber joins one hub channel, no parameters.
+
+    ``ChannelTopic("alerts", gateway.hub.channel("alerts"), scope="vm:read")``; publish with
+    ``topic.channel.publish("alert", data)``.
+    """
+
+    def __init__(self, name: str, channel: Channel, *, scope: str | None = None) -> None:
+        self.name = name
+        self.channel = channel
+        self.scope = scope
+
+    def key(self, data: dict[str, Any]) -> Hashable:
+        return (self.name,)
+
+    async def subscribe(self, session: Session, data: dict[str, Any]) -> Subscription:
+        return Subscription.to_channel(self.channel, session.outbox, (self.name,))
+
+
 Handler = Callable[["Session", Any], Awaitable[Any]]
 
 
