@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import CloseCode, ErrorCode, VirtwireError
 from .fastpath import abort, direct_writer
-from .protocol import Frame, convert_data, decode_frame, decode_json, encode
+from .protocol import Frame, convert_data, decode_frame, decode_json
 from .session import Session, State
 from .topics import Reply
 
@@ -463,4 +463,4 @@ def _salvage_id(text: str) -> Any:
     return None
 
 
-__all__ = ["Connection", "WebSocketEndpoint", "encode", "origin_allowed", "token_from_scope"]
+__all__ = ["Connection", "WebSocketEndpoint", "origin_allowed", "token_from_scope"]

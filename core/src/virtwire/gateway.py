@@ -251,6 +251,3 @@ class Gateway:
         if hasattr(self, "vms"):
             await self.vms.close()
         self.started = False
-
-
-Register = Callable[..., None]
