@@ -23,6 +23,7 @@ from .logsources import LogSource
 from .messages import Catalogue
 from .plugins import PluginManager
 from .session import Session, State
+from .tickets import TicketStore
 from .topics import Handler, MessageHandler, Topic
 
 
@@ -44,6 +45,8 @@ class Gateway:
         self.topics: dict[str, Topic] = {}
         self.routes: list[BaseRoute] = []
         self.sessions: set[Session] = set()
+        #: One-time tickets of the console endpoints (``virtwire.tickets``).
+        self.tickets = TicketStore()
         #: Callbacks ``closer(code, reason)`` of plugin connections (e.g. a plugin's WebSocket
         #: route) that :meth:`close_all` must close too; add on open, discard on close. A
         #: closer may return an awaitable that completes once the connection is closed.
