@@ -369,6 +369,14 @@ class LibvirtBackend:
             details=details or self._last_error or self.state.value,
         )
 
+    async def run(self, fn: Callable[..., T], *args: Any, vm_id: str | None = None) -> T:
+        """Run the blocking ``fn(conn, *args)`` on the current libvirt connection, off the
+        event loop and bounded by ``call_timeout``: the one way console transports and other
+        modules of this plugin use the connection. Raises ``BackendUnavailable`` while
+        disconnected and ``VmNotFound`` when ``fn`` raises ``sampling.NoDomain``."""
+        conn = self._require(vm_id)
+        return await self._call(conn, fn, conn, *args, vm_id=vm_id)
+
     def _require(self, vm_id: str | None = None) -> Any:
         if self.state is not State.CONNECTED or self._conn is None:
             raise self._unavailable(vm_id)
