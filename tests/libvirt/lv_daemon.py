@@ -264,14 +264,21 @@ def build_guest(outdir: Path, *, busy: bool) -> Path:
     return img
 
 
-def domain_xml(name: str, image: Path, *, tap: str | None = None) -> str:
+def domain_xml(
+    name: str, image: Path, *, tap: str | None = None, vnc: bool = False, passwd: str | None = None
+) -> str:
     """A 64 MiB TCG domain booting ``image`` from IDE, with ACPI; its serial port is
-    appended to ``<image>.serial`` (the guest prints a banner there when it is ready)."""
+    appended to ``<image>.serial`` (the guest prints a banner there when it is ready).
+    ``vnc``: a VNC display on 127.0.0.1 (port chosen by libvirt), with ``passwd`` if given."""
     nic = (
         f"<interface type='ethernet'><target dev='{tap}'/><model type='ne2k_pci'/></interface>"
         if tap
         else ""
     )
+    graphics = ""
+    if vnc:
+        secret = f" passwd='{passwd}'" if passwd else ""
+        graphics = f"<graphics type='vnc' port='-1' listen='127.0.0.1'{secret}/>"
     return f"""<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>64</memory>
@@ -287,6 +294,7 @@ def domain_xml(name: str, image: Path, *, tap: str | None = None) -> str:
       <target dev='hda' bus='ide'/>
     </disk>
     {nic}
+    {graphics}
     <serial type='file'><source path='{image}.serial' append='on'/></serial>
   </devices>
 </domain>"""

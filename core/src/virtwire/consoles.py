@@ -71,6 +71,14 @@ class SocketStream:
         return cls(reader, writer)
 
     @classmethod
+    async def connect_unix(cls, path: str, *, timeout: float = 10.0) -> SocketStream:
+        """Connect to a UNIX socket; raises ``OSError``/``TimeoutError``."""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(path, limit=READ_SIZE), timeout
+        )
+        return cls(reader, writer)
+
+    @classmethod
     async def from_socket(cls, sock: socket.socket) -> SocketStream:
         """Adopt a connected socket (it is owned and closed by the stream)."""
         sock.setblocking(False)

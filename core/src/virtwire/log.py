@@ -14,19 +14,32 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = {"token", "password", "secret", "passphrase", "authorization", "private_key"}
+_SECRET_KEYS = {
+    "token",
+    "password",
+    "secret",
+    "passphrase",
+    "authorization",
+    "private_key",
+    "ticket",
+}
 _QUERY_SECRET = re.compile(
     r"((?:^|[?&;\s\"'])(?:token|access_token|password|secret)=)[^&\s\"']*", re.IGNORECASE
 )
+#: One-time console tickets in endpoint paths (``/ws/vnc/{ticket}``, ``/ws/terminal/{ticket}``).
+_TICKET_PATH = re.compile(r"(/ws/[a-z]+/)[A-Za-z0-9_-]{16,}")
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
 def redact_text(text: str) -> str:
-    """Redact ``token=...`` query values and bearer tokens in free text."""
+    """Redact ``token=...`` query values, bearer tokens and console ticket paths in free
+    text."""
     if "=" in text:
         text = _QUERY_SECRET.sub(r"\1[REDACTED]", text)
     if "earer" in text:
         text = _BEARER.sub(r"\1[REDACTED]", text)
+    if "/ws/" in text:
+        text = _TICKET_PATH.sub(r"\1[REDACTED]", text)
     return text
 
 

@@ -38,3 +38,13 @@ def register_backends(register: Any, gateway: Any) -> None:
         gateway.catalogue.add(locale, texts)
     settings: LibvirtSettings = gateway.plugin_config(NAME)
     register(LibvirtBackend(settings, gateway.catalogue, gateway.log))
+
+
+@hookimpl
+def register_consoles(register: Any, gateway: Any) -> None:
+    from .backend import LibvirtBackend
+    from .vnc import LibvirtVnc
+
+    for backend in gateway.backends:
+        if isinstance(backend, LibvirtBackend):
+            register(LibvirtVnc(backend, gateway))
