@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
+import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 VM = "vnc-vm"
+HERE = Path(__file__).parent
 
 
 @pytest.fixture(params=[None, "pw-1234"], ids=["no-password", "password"])
@@ -250,3 +254,29 @@ async def test_gateway_shutdown_tells_the_client(guest: Guest) -> None:
         server.server.should_exit = True
         frame = await client.expect("vnc-closed")
         assert frame["data"] == {"vmId": VM, "reason": "gateway-shutdown"}
+
+
+async def test_the_document_js_client_connects_and_types(guest: Guest) -> None:
+    node = shutil.which("node")
+    assert node, "node is required (make install installs it)"
+    await guest.wait_serial("virtwire test guest")
+    async with gateway(guest) as server:
+        env = {**os.environ, "NODE_PATH": str(HERE.parent / "js" / "node_modules")}
+        proc = await asyncio.create_subprocess_exec(
+            node,
+            str(HERE / "vnc_harness.js"),
+            server.ws_url(),
+            server.token("js-user"),
+            VM,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+        lines = [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
+        assert proc.returncode == 0, (lines, stderr.decode())
+        steps = {line["kind"]: line["data"] for line in lines}
+        connected = steps["vnc-connect"]
+        assert connected["vmId"] == VM and connected["url"].startswith("/ws/vnc/")
+        assert (connected["width"], connected["height"]) == (720, 400)
+        await guest.wait_serial("from the JS client\r")
