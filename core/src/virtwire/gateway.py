@@ -17,6 +17,7 @@ from .backends import HypervisorBackend
 from .collectors import MetricCollector
 from .config import Settings
 from .consoles import ConsoleTransport
+from .consolesessions import ConsoleSessions
 from .errors import CloseCode, ConfigError, ErrorCode, VirtwireError
 from .hub import Hub
 from .logsources import LogSource
@@ -46,7 +47,10 @@ class Gateway:
         self.routes: list[BaseRoute] = []
         self.sessions: set[Session] = set()
         #: One-time tickets of the console endpoints (``virtwire.tickets``).
-        self.tickets = TicketStore()
+        self.tickets = TicketStore(ttl=settings.consoles.ticket_ttl)
+        #: Open consoles of every connection: limits, tickets, cleanup
+        #: (``virtwire.consolesessions``).
+        self.console_sessions = ConsoleSessions(self)
         #: Callbacks ``closer(code, reason)`` of plugin connections (e.g. a plugin's WebSocket
         #: route) that :meth:`close_all` must close too; add on open, discard on close. A
         #: closer may return an awaitable that completes once the connection is closed.
@@ -229,6 +233,11 @@ class Gateway:
         """Close every connection with ``code`` and wait (bounded) until they are gone."""
         sessions = list(self.sessions)
         reason = self.catalogue("close.shutdown")
+        # Consoles first, while their clients can still be told (``vnc-closed``).
+        try:
+            await asyncio.wait_for(self.console_sessions.close_all(), timeout)
+        except TimeoutError:
+            self.log.warning("consoles did not close in time")
         for session in sessions:
             session.close(code, reason, flush=False)
         pending: list[asyncio.Future[Any]] = []
