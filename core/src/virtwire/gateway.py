@@ -80,6 +80,7 @@ class Gateway:
                     name = getattr(plugin, "__name__", None) or type(plugin).__name__
                 self.plugins.register(plugin, name)
         self._register_settings()
+        self._register_texts()
         self._collect("register_backends", self.backends)
         self._collect("register_consoles", self.consoles)
         self._collect("register_log_sources", self.log_sources)
@@ -115,6 +116,21 @@ class Gateway:
                     f"{self.settings.source}: [plugins.{section}]: plugin {section!r} takes no "
                     "settings; remove the section"
                 )
+
+    def _register_texts(self) -> None:
+        for plugin, _ in list(self.plugins.impls("register_texts")):
+            staged: list[tuple[str, Any]] = []
+
+            def register(locale: str, texts: Any, _staged: list[tuple[str, Any]] = staged) -> None:
+                texts = dict(texts)
+                if not all(isinstance(k, str) and isinstance(v, str) for k, v in texts.items()):
+                    raise TypeError("register_texts: texts must map str keys to str templates")
+                _staged.append((locale, texts))
+
+            if not self.plugins.call_one(plugin, "register_texts", register=register):
+                continue
+            for locale, texts in staged:
+                self.catalogue.add(locale, texts)
 
     def plugin_config(self, name: str) -> Any:
         """The validated ``[plugins.NAME]`` section (defaults if absent)."""
