@@ -23,6 +23,7 @@ from .logsources import LogSource
 from .messages import Catalogue
 from .plugins import PluginManager
 from .session import Session, State
+from .terminals import TerminalManager
 from .tickets import TicketStore
 from .topics import Handler, MessageHandler, Topic
 
@@ -47,6 +48,9 @@ class Gateway:
         self.sessions: set[Session] = set()
         #: One-time tickets of the console endpoints (``virtwire.tickets``).
         self.tickets = TicketStore()
+        #: Terminal sessions (``virtwire.terminals``), by ``sessionId``.
+        self.terminals = TerminalManager(settings.terminal, log, self.catalogue)
+        self.terminals.on_end.append(self.tickets.revoke)
         #: Callbacks ``closer(code, reason)`` of plugin connections (e.g. a plugin's WebSocket
         #: route) that :meth:`close_all` must close too; add on open, discard on close. A
         #: closer may return an awaitable that completes once the connection is closed.

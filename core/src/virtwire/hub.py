@@ -38,6 +38,8 @@ class Outbox:
     """
 
     __slots__ = (
+        "_drain",
+        "_drain_limit",
         "_items",
         "_latest",
         "_waiter",
@@ -59,6 +61,8 @@ class Outbox:
         self._items: deque[str | _Slot] = deque()
         self._latest: dict[Hashable, _Slot] = {}
         self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._drain_limit = 0
         self.queued_bytes = 0
         self.max_bytes = max_bytes
         self.max_messages = max_messages
@@ -139,7 +143,25 @@ class Outbox:
             del self._latest[item.key]
             item = item.text
         self.queued_bytes -= len(item)
+        if self._drain is not None and self.queued_bytes <= self._drain_limit:
+            self._drained()
         return item
+
+    async def drained(self, limit: int) -> None:
+        """Wait until at most ``limit`` bytes are queued (or the outbox closed): producers
+        that can pause (a terminal, a byte relay) wait here instead of overflowing it."""
+        if self.queued_bytes <= limit or self.closed or self.overflowed:
+            return
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_future()
+        self._drain_limit = max(self._drain_limit, limit) if self._drain_limit else limit
+        await asyncio.shield(self._drain)
+
+    def _drained(self) -> None:
+        drain, self._drain = self._drain, None
+        self._drain_limit = 0
+        if drain is not None and not drain.done():
+            drain.set_result(None)
 
     async def get(self) -> str | None:
         """Wait for the next frame; None once the outbox is closed and drained."""
@@ -156,11 +178,15 @@ class Outbox:
         self._items.clear()
         self._latest.clear()
         self.queued_bytes = 0
+        if self._drain is not None:
+            self._drained()
 
     def close(self) -> None:
         """No more frames; :meth:`get` returns what is queued, then None."""
         self.closed = True
         self._wake()
+        if self._drain is not None:
+            self._drained()
 
 
 class Subscriber:

@@ -54,6 +54,15 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.dropped": "客户端接收过慢，跳过了 {count} 行日志",
         "logs.too_many": "连接过多：每个客户端最多 {limit} 个日志连接",
         "logs.line_cut": "…[行过长，已截断 {count} 字节]",
+        "terminal.no_transport": "虚拟机 {vm_id} 没有可用的 {type} 终端",
+        "terminal.not_found": "终端会话 {session} 不存在",
+        "terminal.closed": "终端会话 {session} 已结束（{reason}）",
+        "terminal.ambiguous": "此连接上虚拟机 {vm_id} 有多个终端，请指定 sessionId",
+        "terminal.not_attached": "此连接未连接虚拟机 {vm_id} 的终端",
+        "terminal.read_only": "只读观察者不能向终端输入",
+        "terminal.not_owner": "只有终端的所有者可以执行此操作",
+        "terminal.busy_owner": "终端会话 {session} 属于其他用户",
+        "terminal.too_many": "终端会话过多（每个用户上限 {limit}）",
     },
     "en": {
         "auth.required": "authentication required: send an auth message or a token query parameter",
@@ -97,6 +106,16 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.dropped": "client too slow, skipped {count} log lines",
         "logs.too_many": "too many connections: at most {limit} log connections per client",
         "logs.line_cut": "…[line too long, {count} bytes cut]",
+        "terminal.no_transport": "no {type} terminal is available for VM {vm_id}",
+        "terminal.not_found": "terminal session {session} does not exist",
+        "terminal.closed": "terminal session {session} has ended ({reason})",
+        "terminal.ambiguous": "this connection holds several terminals of VM {vm_id}: "
+        "give sessionId",
+        "terminal.not_attached": "this connection holds no terminal of VM {vm_id}",
+        "terminal.read_only": "observers cannot type into the terminal",
+        "terminal.not_owner": "only the terminal's owner can do this",
+        "terminal.busy_owner": "terminal session {session} belongs to another user",
+        "terminal.too_many": "too many terminal sessions (limit {limit} per user)",
     },
 }
 
