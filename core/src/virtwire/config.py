@@ -5,6 +5,7 @@ Layout::
     [server]  host, port, allowed_origins, ...
     [auth]    secret | public_key_file, algorithms, audience, issuer, auth_timeout, ...
     [terminal] detach_timeout, scrollback_bytes, ...
+    [consoles] ticket_ttl, max_per_connection, max_per_user, send_window_bytes
     [plugins] enabled = [...]          # default: every installed plugin
     [plugins.NAME]                     # validated by plugin NAME
 
@@ -88,10 +89,25 @@ class TerminalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default_rows: int = 24
 
 
+class ConsolesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Console sessions (VNC, terminals) of every kind."""
+
+    #: Seconds a console's one-time ticket URL (``/ws/vnc/{ticket}``) stays valid to open.
+    ticket_ttl: float = 30.0
+    #: Consoles one ``/ws`` connection may hold open at once (0: no limit).
+    max_per_connection: int = 4
+    #: Consoles one user may hold open at once over all connections (0: no limit).
+    max_per_user: int = 16
+    #: Bytes of console output queued for one ``/ws`` client before the console waits
+    #: for it (the VM's socket is then not read: backpressure).
+    send_window_bytes: int = 1024 * 1024
+
+
 class _Root(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     terminal: TerminalConfig = msgspec.field(default_factory=TerminalConfig)
+    consoles: ConsolesConfig = msgspec.field(default_factory=ConsolesConfig)
     plugins: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -101,6 +117,7 @@ class Settings(msgspec.Struct, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     terminal: TerminalConfig = msgspec.field(default_factory=TerminalConfig)
+    consoles: ConsolesConfig = msgspec.field(default_factory=ConsolesConfig)
     #: Plugin names from ``[plugins] enabled``; None means every installed plugin.
     enabled_plugins: list[str] | None = None
     #: Raw ``[plugins.NAME]`` tables, validated by :meth:`plugin`.
@@ -265,6 +282,16 @@ def _check_terminal(term: TerminalConfig, source: str) -> None:
             raise ConfigError(f"{source}: terminal.{name} {getattr(term, name)!r} is out of range")
 
 
+def _check_consoles(consoles: ConsolesConfig, source: str) -> None:
+    if consoles.ticket_ttl <= 0:
+        raise ConfigError(f"{source}: consoles.ticket_ttl must be positive")
+    for key in ("max_per_connection", "max_per_user"):
+        if getattr(consoles, key) < 0:
+            raise ConfigError(f"{source}: consoles.{key} must be 0 (no limit) or more")
+    if consoles.send_window_bytes < 64 * 1024:
+        raise ConfigError(f"{source}: consoles.send_window_bytes must be at least 65536")
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -329,11 +356,13 @@ def load_settings(
         raise ConfigError(f"{source}: server.max_message_bytes must be at least 1024")
     _check_auth(root.auth, source)
     _check_terminal(root.terminal, source)
+    _check_consoles(root.consoles, source)
 
     settings = Settings(
         server=root.server,
         auth=root.auth,
         terminal=root.terminal,
+        consoles=root.consoles,
         enabled_plugins=enabled,
         plugin_sections=sections,
         source=source,

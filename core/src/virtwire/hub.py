@@ -11,6 +11,7 @@ anyone else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -38,10 +39,9 @@ class Outbox:
     """
 
     __slots__ = (
-        "_drain",
-        "_drain_limit",
         "_items",
         "_latest",
+        "_room",
         "_waiter",
         "closed",
         "direct",
@@ -61,8 +61,7 @@ class Outbox:
         self._items: deque[str | _Slot] = deque()
         self._latest: dict[Hashable, _Slot] = {}
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._drain_limit = 0
+        self._room: list[tuple[int, asyncio.Future[None]]] = []
         self.queued_bytes = 0
         self.max_bytes = max_bytes
         self.max_messages = max_messages
@@ -143,25 +142,30 @@ class Outbox:
             del self._latest[item.key]
             item = item.text
         self.queued_bytes -= len(item)
-        if self._drain is not None and self.queued_bytes <= self._drain_limit:
-            self._drained()
+        if self._room:
+            self._wake_room()
         return item
 
-    async def drained(self, limit: int) -> None:
-        """Wait until at most ``limit`` bytes are queued (or the outbox closed): producers
-        that can pause (a terminal, a byte relay) wait here instead of overflowing it."""
+    async def room(self, limit: int) -> None:
+        """Wait until at most ``limit`` bytes are queued (or the outbox is closed): a producer
+        that can wait (a console relay) calls this before ``put`` instead of overflowing."""
         if self.queued_bytes <= limit or self.closed or self.overflowed:
             return
-        if self._drain is None:
-            self._drain = asyncio.get_running_loop().create_future()
-        self._drain_limit = max(self._drain_limit, limit) if self._drain_limit else limit
-        await asyncio.shield(self._drain)
+        fut = asyncio.get_running_loop().create_future()
+        self._room.append((limit, fut))
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+            with contextlib.suppress(ValueError):
+                self._room.remove((limit, fut))
 
-    def _drained(self) -> None:
-        drain, self._drain = self._drain, None
-        self._drain_limit = 0
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+    def _wake_room(self, everyone: bool = False) -> None:
+        queued = self.queued_bytes
+        for limit, fut in list(self._room):
+            if (everyone or queued <= limit) and not fut.done():
+                fut.set_result(None)
 
     async def get(self) -> str | None:
         """Wait for the next frame; None once the outbox is closed and drained."""
@@ -178,15 +182,15 @@ class Outbox:
         self._items.clear()
         self._latest.clear()
         self.queued_bytes = 0
-        if self._drain is not None:
-            self._drained()
+        if self._room:
+            self._wake_room(True)
 
     def close(self) -> None:
         """No more frames; :meth:`get` returns what is queued, then None."""
         self.closed = True
         self._wake()
-        if self._drain is not None:
-            self._drained()
+        if self._room:
+            self._wake_room(True)
 
 
 class Subscriber:

@@ -165,7 +165,7 @@ class ManagedTerminal:
             )
             if busy is None:
                 return
-            await busy.outbox.drained(high // 2)
+            await busy.outbox.room(high // 2)
 
     def _fan_out(self, text: str) -> None:
         framed = any(v.framed for v in self.viewers)

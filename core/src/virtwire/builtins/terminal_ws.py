@@ -17,11 +17,10 @@ from urllib.parse import parse_qs
 
 from starlette.routing import WebSocketRoute
 
-from ..connection import header, origin_allowed
+from ..consolesessions import accept_ticket
 from ..errors import CloseCode, ErrorCode, VirtwireError
 from ..hub import Outbox
 from ..terminals import ManagedTerminal, Mode, TermState, Viewer
-from ..tickets import TicketError
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
@@ -74,26 +73,12 @@ class TerminalEndpoint:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
         gateway = self.gateway
-        if not origin_allowed(scope, gateway.settings.server.allowed_origins):
-            gateway.log.warning(
-                "websocket origin refused", route=PATH, origin=header(scope, b"origin"), status=403
-            )
-            await send({"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION})
+        admitted = await accept_ticket(gateway, "terminal", scope, receive, send)
+        if admitted is None:
             return
-        await send({"type": "websocket.accept"})
-        value = scope.get("path_params", {}).get("ticket", "")
-        try:
-            ticket = gateway.tickets.redeem(value, "terminal")
-        except TicketError as exc:
-            gateway.log.info("terminal ticket refused", route=PATH, code=exc.code)
-            with contextlib.suppress(OSError):
-                code = CloseCode.POLICY_VIOLATION
-                await send({"type": "websocket.close", "code": code, "reason": exc.code})
-            return
+        ticket = admitted.ticket
+        value = ticket.value
         terminal: ManagedTerminal = ticket.target
         mode = terminal.ticket_modes.pop(value, Mode.OBSERVER)
         if terminal.state is not TermState.OPEN:
