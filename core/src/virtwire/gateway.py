@@ -26,6 +26,7 @@ from .logsources import LogSource
 from .messages import Catalogue
 from .plugins import PluginManager, name_of
 from .session import Session, State
+from .terminals import TerminalManager
 from .tickets import TicketStore
 from .topics import Handler, MessageHandler, Topic
 
@@ -50,6 +51,9 @@ class Gateway:
         self.sessions: set[Session] = set()
         #: One-time tickets of the console endpoints (``virtwire.tickets``).
         self.tickets = TicketStore(ttl=settings.consoles.ticket_ttl)
+        #: Terminal sessions (``virtwire.terminals``), by ``sessionId``.
+        self.terminals = TerminalManager(settings.terminal, log, self.catalogue)
+        self.terminals.on_end.append(self.tickets.revoke)
         #: Open consoles of every connection: limits, tickets, cleanup
         #: (``virtwire.consolesessions``).
         self.console_sessions = ConsoleSessions(self)

@@ -42,3 +42,10 @@ def register_backends(register: Any, gateway: Any) -> None:
 
     settings: LibvirtSettings = gateway.plugin_config(NAME)
     register(LibvirtBackend(settings, gateway.catalogue, gateway.log))
+
+
+@hookimpl
+def register_consoles(register: Any, gateway: Any) -> None:
+    from .serial import SerialTransport
+
+    register(SerialTransport(gateway, gateway.plugin_config(NAME)))
