@@ -265,11 +265,18 @@ def build_guest(outdir: Path, *, busy: bool) -> Path:
 
 
 def domain_xml(
-    name: str, image: Path, *, tap: str | None = None, vnc: bool = False, passwd: str | None = None
+    name: str,
+    image: Path,
+    *,
+    tap: str | None = None,
+    serial: str = "file",
+    vnc: bool = False,
+    passwd: str | None = None,
 ) -> str:
     """A 64 MiB TCG domain booting ``image`` from IDE, with ACPI; its serial port is
-    appended to ``<image>.serial`` (the guest prints a banner there when it is ready).
-    ``vnc``: a VNC display on 127.0.0.1 (port chosen by libvirt), with ``passwd`` if given."""
+    appended to ``<image>.serial`` (the guest prints a banner there when it is ready), or with
+    ``serial="pty"`` is a console libvirt's ``openConsole`` reaches. ``vnc``: a VNC display on
+    127.0.0.1 (port chosen by libvirt), with ``passwd`` if given."""
     nic = (
         f"<interface type='ethernet'><target dev='{tap}'/><model type='ne2k_pci'/></interface>"
         if tap
@@ -279,6 +286,11 @@ def domain_xml(
     if vnc:
         secret = f" passwd='{passwd}'" if passwd else ""
         graphics = f"<graphics type='vnc' port='-1' listen='127.0.0.1'{secret}/>"
+    port = (
+        "<serial type='pty'/><console type='pty'/>"
+        if serial == "pty"
+        else f"<serial type='file'><source path='{image}.serial' append='on'/></serial>"
+    )
     return f"""<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>64</memory>
@@ -295,6 +307,6 @@ def domain_xml(
     </disk>
     {nic}
     {graphics}
-    <serial type='file'><source path='{image}.serial' append='on'/></serial>
+    {port}
   </devices>
 </domain>"""

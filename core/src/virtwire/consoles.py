@@ -116,19 +116,32 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
 
 @runtime_checkable
 class TerminalSession(Protocol):
-    """An interactive terminal (SSH shell, serial console)."""
+    """An interactive terminal (SSH shell, serial console), as a transport opened it.
 
-    async def read(self) -> str:
-        """The next decoded UTF-8 output; ``""`` at end."""
+    Bytes both ways: the gateway decodes output as UTF-8 incrementally (a character split
+    across reads stays whole; invalid bytes become U+FFFD), coalesces it into frames, keeps
+    the scrollback and fans it out to every viewer. ``read`` should return everything
+    available at once (up to ``limit`` bytes) rather than small pieces: that is what keeps
+    frames few and echo fast.
+    """
 
-    async def write(self, data: str) -> None: ...
+    async def read(self, limit: int) -> bytes:
+        """The next output, at most ``limit`` bytes, waiting until there is some; ``b""``
+        once the terminal ended (then ``exit_status`` and ``close_reason`` are final)."""
 
-    async def resize(self, cols: int, rows: int) -> None: ...
+    async def write(self, data: bytes) -> None:
+        """Send keystrokes (in order; may wait for the far end to take them)."""
 
-    async def close(self) -> None: ...
+    async def resize(self, cols: int, rows: int) -> None:
+        """Change the terminal size (a serial console may ignore it)."""
 
-    #: Exit status once ended, if the far end reported one.
+    async def close(self) -> None:
+        """End the terminal and release what it holds; idempotent."""
+
+    #: Exit status once ended, if the far end reported one (an SSH command's exit code).
     exit_status: int | None
+    #: Why it ended, once it did (``"exited"``, ``"vm-stopped"``, ...); ``""`` while open.
+    close_reason: str
 
 
 @runtime_checkable
@@ -164,7 +177,19 @@ class ConsoleTransport(Protocol):
         cols: int,
         rows: int,
     ) -> TerminalSession:
-        """Open a terminal; raise ``VirtwireError(TERMINAL_AUTH_FAILED)`` on bad credentials."""
+        """Open a terminal of ``cols`` x ``rows``. Raise ``VirtwireError`` with
+        ``TERMINAL_AUTH_FAILED`` on bad credentials, ``CONSOLE_UNAVAILABLE`` when the far end
+        cannot be reached (details naming the address), or a transport's own code."""
+
+
+def find_transport(
+    transports: list[ConsoleTransport], vm_id: str, kind: str
+) -> ConsoleTransport | None:
+    """The first transport that lists ``kind`` and supports it on ``vm_id``."""
+    for transport in transports:
+        if kind in transport.kinds and transport.supports(vm_id, kind):
+            return transport
+    return None
 
 
 __all__ = [
@@ -174,4 +199,5 @@ __all__ = [
     "SocketStream",
     "TerminalSession",
     "VncTarget",
+    "find_transport",
 ]

@@ -21,19 +21,20 @@ _SECRET_KEYS = {
     "passphrase",
     "authorization",
     "private_key",
+    "privatekey",
+    "credentials",
     "ticket",
 }
 _QUERY_SECRET = re.compile(
     r"((?:^|[?&;\s\"'])(?:token|access_token|password|secret)=)[^&\s\"']*", re.IGNORECASE
 )
-#: One-time console tickets in endpoint paths (``/ws/vnc/{ticket}``, ``/ws/terminal/{ticket}``).
-_TICKET_PATH = re.compile(r"(/ws/[a-z]+/)[A-Za-z0-9_-]{16,}")
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+#: One-time console tickets travel in the path of the console endpoints.
+_TICKET_PATH = re.compile(r"(/ws/(?:terminal|vnc)/)[A-Za-z0-9_-]+")
 
 
 def redact_text(text: str) -> str:
-    """Redact ``token=...`` query values, bearer tokens and console ticket paths in free
-    text."""
+    """Redact ``token=...`` query values, bearer tokens and console tickets in free text."""
     if "=" in text:
         text = _QUERY_SECRET.sub(r"\1[REDACTED]", text)
     if "earer" in text:

@@ -31,11 +31,15 @@ def register_settings(register: Any) -> None:
 
 
 @hookimpl
+def register_texts(register: Any) -> None:
+    for locale, texts in TEXTS.items():
+        register(locale, texts)
+
+
+@hookimpl
 def register_backends(register: Any, gateway: Any) -> None:
     from .backend import LibvirtBackend
 
-    for locale, texts in TEXTS.items():
-        gateway.catalogue.add(locale, texts)
     settings: LibvirtSettings = gateway.plugin_config(NAME)
     register(LibvirtBackend(settings, gateway.catalogue, gateway.log))
 
@@ -43,8 +47,10 @@ def register_backends(register: Any, gateway: Any) -> None:
 @hookimpl
 def register_consoles(register: Any, gateway: Any) -> None:
     from .backend import LibvirtBackend
+    from .serial import SerialTransport
     from .vnc import LibvirtVnc
 
     for backend in gateway.backends:
         if isinstance(backend, LibvirtBackend):
             register(LibvirtVnc(backend, gateway))
+    register(SerialTransport(gateway, gateway.plugin_config(NAME)))

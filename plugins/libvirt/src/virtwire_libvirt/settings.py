@@ -37,6 +37,10 @@ class LibvirtSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     vnc_connect: Literal["auto", "fd", "tcp"] = "auto"
     #: Threads running blocking libvirt calls.
     workers: int = 4
+    #: Serial consoles (``terminal-connect`` type ``serial``): take a domain's console even
+    #: when another client (``virsh console``) holds it, disconnecting that client. Off: such
+    #: a console is refused with ``CONSOLE_BUSY``.
+    console_force: bool = False
 
     def __post_init__(self) -> None:
         checks = (
