@@ -275,6 +275,7 @@ async def main() -> None:
                     json.dumps({"type": "vnc-connect", "data": {"vmId": "bench"}, "id": 1})
                 )
                 reply = json.loads(await ws.recv())
+                assert reply["type"] == "vnc-connect-response", reply
                 return ws, f"ws://127.0.0.1:{gw_port}{reply['data']['url']}"
 
             binary, wsk = [], []

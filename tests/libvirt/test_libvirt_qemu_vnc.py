@@ -13,6 +13,7 @@ import pytest
 from lv_daemon import PREFIX, Daemon, banners
 from lv_helpers import libvirt_server
 from test_libvirt_qemu import define, hypervisor, remove
+from virtwire_libvirt.vnc import LibvirtVnc, is_local
 from vnc_client import error_of, pixel, png_pixels
 
 
@@ -45,7 +46,7 @@ async def test_vnc_console_of_a_real_domain(
         try:
             await asyncio.to_thread(dom.create)
             await booted(disk)
-            (transport,) = server.gateway.consoles
+            (transport,) = [t for t in server.gateway.consoles if isinstance(t, LibvirtVnc)]
             assert transport.use_fd == (mode == "fd")
             reply = await client.request("vnc-connect", {"vmId": name})
             assert reply["type"] == "vnc-connect-response", reply
@@ -77,8 +78,6 @@ async def test_vnc_console_of_a_real_domain(
 
 
 def test_auto_uses_the_socket_on_a_local_connection_only() -> None:
-    from virtwire_libvirt.vnc import is_local
-
     assert is_local("qemu:///system") and is_local("qemu:///system?socket=/tmp/s")
     assert not is_local("qemu+ssh://host/system") and not is_local("qemu+tcp://h/system")
     assert not is_local("test:///default")

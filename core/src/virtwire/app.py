@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Match, Route, WebSocketRoute
 
 from . import __version__
 from .builtins import builtin_plugins
@@ -65,24 +65,42 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
-    return VirtwireApp(app, WebSocketEndpoint(gateway))
+    direct = [
+        r
+        for r in gateway.routes
+        if isinstance(r, WebSocketRoute) and getattr(r.endpoint, "direct", False)
+    ]
+    return VirtwireApp(app, WebSocketEndpoint(gateway), direct)
 
 
 class VirtwireApp:
     """The ASGI app: ``/ws`` goes straight to the gateway's endpoint (no router, no middleware
-    wrapping ``send``, so frames can take the direct write path); everything else, lifespan
-    included, to the Starlette app."""
+    wrapping ``send``, so frames can take the direct write path), and so do the WebSocket
+    routes whose endpoint sets ``direct = True`` (relays such as ``/ws/vnc/{ticket}``);
+    everything else, lifespan included, to the Starlette app."""
 
-    def __init__(self, starlette: Starlette, ws: WebSocketEndpoint) -> None:
+    def __init__(
+        self,
+        starlette: Starlette,
+        ws: WebSocketEndpoint,
+        direct: list[WebSocketRoute] | None = None,
+    ) -> None:
         self.starlette = starlette
         self.ws = ws
+        self.direct = direct or []
         self.state = starlette.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await self.ws(scope, receive, send)
-        else:
-            await self.starlette(scope, receive, send)
+        if scope["type"] == "websocket":
+            if scope["path"] == "/ws":
+                await self.ws(scope, receive, send)
+                return
+            for route in self.direct:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    await route.endpoint({**scope, **child}, receive, send)
+                    return
+        await self.starlette(scope, receive, send)
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:

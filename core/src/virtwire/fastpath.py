@@ -10,6 +10,8 @@ connection's queue is empty and its writer is idle.
 
 from __future__ import annotations
 
+import contextlib
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +59,77 @@ def direct_writer(send: Any) -> DirectWriter | None:
         return True
 
     return write
+
+
+def _binary_header(size: int) -> bytes:
+    if size < 126:
+        return bytes((0x82, size))
+    if size < 65536:
+        return struct.pack(">BBH", 0x82, 126, size)
+    return struct.pack(">BBQ", 0x82, 127, size)
+
+
+class BinaryWriter:
+    """Writes binary frames straight to a uvicorn websockets-sansio connection's socket (a
+    relay's hot path): the frame header and the payload go to the transport as they are, with
+    no frame copy and no task switch. Built by :func:`binary_writer`."""
+
+    __slots__ = ("_conn", "_proto", "_transport", "_writable")
+
+    def __init__(self, proto: Any, conn: Any, transport: Any, writable: Any) -> None:
+        self._proto = proto
+        self._conn = conn
+        self._transport = transport
+        self._writable = writable
+
+    @property
+    def closing(self) -> bool:
+        return bool(
+            self._proto.close_sent
+            or self._proto.disconnected
+            or self._conn.state is not State.OPEN
+            or self._transport.is_closing()
+        )
+
+    def write_now(self, data: bytes) -> bool:
+        """Write one frame now. False when the socket is full (paused: call :meth:`ready`
+        before more) or the connection closing (then nothing was written)."""
+        if self.closing:
+            return False
+        self._transport.writelines((_binary_header(len(data)), data))
+        return self._writable.is_set()
+
+    async def ready(self) -> None:
+        """Until the socket takes more (or the connection went away)."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    async def write(self, data: bytes) -> bool:
+        """Wait until the socket takes more, then write one frame; False when closing."""
+        await self.ready()
+        if self.closing:
+            return False
+        self.write_now(data)
+        return True
+
+
+def binary_writer(send: Any, write_buffer: int | None = None) -> BinaryWriter | None:
+    """A :class:`BinaryWriter` for the connection behind ``send``; None when ``send`` is not a
+    websockets-sansio connection of uvicorn without extensions (use ``send`` then).
+    ``write_buffer``: the transport's high-water mark in bytes (room for a few large frames
+    keeps the socket busy instead of stopping after each; bounded all the same)."""
+    proto = getattr(send, "__self__", None)
+    if proto is None or type(proto).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    conn = getattr(proto, "conn", None)
+    transport = getattr(proto, "transport", None)
+    writable = getattr(proto, "writable", None)
+    if conn is None or transport is None or writable is None or getattr(conn, "extensions", None):
+        return None
+    if write_buffer is not None:
+        with contextlib.suppress(Exception):
+            transport.set_write_buffer_limits(high=write_buffer, low=write_buffer // 4)
+    return BinaryWriter(proto, conn, transport, writable)
 
 
 def abort(send: Any) -> bool:

@@ -160,9 +160,7 @@ class ManagedTerminal:
         """Wait while any viewer has too much queued (bounded memory, fair to slow viewers)."""
         high = self._high
         while True:
-            busy = next(
-                (v for v in self.viewers if v.paces and v.outbox.queued_bytes > high), None
-            )
+            busy = next((v for v in self.viewers if v.paces and v.outbox.queued_bytes > high), None)
             if busy is None:
                 return
             await busy.outbox.room(high // 2)

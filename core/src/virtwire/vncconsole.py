@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import rfb
-from .consoles import ByteStream, ConsoleTransport, VncTarget
+from .consoles import READ_SIZE, ByteStream, ConsoleTransport, VncTarget
 from .consolesessions import REASON_CLIENT, REASON_CONNECTION, REASON_SHUTDOWN
 from .errors import CloseCode, ErrorCode, VirtwireError
+from .fastpath import BinaryWriter, binary_writer
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Send
@@ -87,7 +88,13 @@ class WebSocketStream:
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
+        self._direct = binary_writer(send, write_buffer=4 * READ_SIZE)
         self.closed = False
+
+    @property
+    def direct(self) -> BinaryWriter | None:
+        """The direct frame writer, when the server allows one."""
+        return self._direct
 
     async def read(self) -> bytes:
         while not self.closed:
@@ -104,6 +111,10 @@ class WebSocketStream:
         return b""
 
     async def write(self, data: bytes) -> None:
+        if self._direct is not None:
+            if not await self._direct.write(data):
+                raise ConnectionResetError("the browser's connection is closing")
+            return
         await self._send({"type": "websocket.send", "bytes": data})  # waits while paused
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
@@ -322,6 +333,12 @@ class VncConsole:
 
             async def vm_to_browser() -> None:
                 chunk = vm_reader.take_buffered()
+                direct, pipe = browser.direct, getattr(vm, "pipe", None)
+                if direct is not None and pipe is not None:  # the hot path
+                    if chunk:
+                        await browser.write(chunk)
+                    await pipe(direct.write_now, direct.ready)
+                    return
                 while True:
                     if chunk:
                         await browser.write(chunk)

@@ -197,6 +197,9 @@ async def vnc_disconnect(session: Session, data: VncConnect) -> dict[str, Any]:
 class VncEndpoint:
     """``/ws/vnc/{ticket}``: plain RFB in binary frames for noVNC."""
 
+    #: Served without Starlette's middleware, so frames take the direct write path.
+    direct = True
+
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
