@@ -128,6 +128,9 @@ class Settings(msgspec.Struct, kw_only=True):
     dev_secret: bool = False
     #: The resolved signing/verification secret (never printed).
     resolved_secret: str | None = None
+    #: This gateway's state directory; None: :func:`state_dir` (``$VIRTWIRE_STATE_DIR``...).
+    #: ``virtwire.testing.run_server`` gives every server its own.
+    state_dir: str | None = None
 
     def plugin(self, name: str, schema: type[T]) -> T:
         """Validate the ``[plugins.NAME]`` section against ``schema`` (a msgspec Struct)."""

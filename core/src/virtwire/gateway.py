@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -15,14 +17,14 @@ from starlette.websockets import WebSocket
 from .auth import Authenticator, Principal
 from .backends import HypervisorBackend
 from .collectors import MetricCollector
-from .config import Settings
+from .config import Settings, state_dir
 from .consoles import ConsoleTransport
 from .consolesessions import ConsoleSessions
 from .errors import CloseCode, ConfigError, ErrorCode, VirtwireError
 from .hub import Hub
 from .logsources import LogSource
 from .messages import Catalogue
-from .plugins import PluginManager
+from .plugins import PluginManager, name_of
 from .session import Session, State
 from .terminals import TerminalManager
 from .tickets import TicketStore
@@ -81,7 +83,7 @@ class Gateway:
                 if isinstance(plugin, tuple):
                     name, plugin = plugin
                 else:
-                    name = getattr(plugin, "__name__", None) or type(plugin).__name__
+                    name = name_of(plugin)
                 self.plugins.register(plugin, name)
         self._register_settings()
         self._register_texts()
@@ -135,6 +137,20 @@ class Gateway:
                 continue
             for locale, texts in staged:
                 self.catalogue.add(locale, texts)
+
+    def state_dir(self, plugin: str | None = None) -> Path:
+        """Where runtime files live (sockets, caches, state that outlives a restart): the
+        gateway's state directory (``settings.state_dir``, else ``$VIRTWIRE_STATE_DIR``, else
+        ``$XDG_STATE_HOME/virtwire``, else ``~/.local/state/virtwire``), or with ``plugin``
+        that plugin's own ``plugins/NAME`` inside it. Created (mode 0700) when missing."""
+        root = Path(self.settings.state_dir) if self.settings.state_dir else state_dir()
+        path = root
+        if plugin is not None:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", plugin):
+                raise ValueError(f"not a plugin name: {plugin!r}")
+            path = root / "plugins" / plugin
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     def plugin_config(self, name: str) -> Any:
         """The validated ``[plugins.NAME]`` section (defaults if absent)."""
