@@ -6,6 +6,18 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+__all__ = [
+    "ACTIONS",
+    "ACTION_EVENTS",
+    "EVENTS",
+    "STATUSES",
+    "Action",
+    "HypervisorBackend",
+    "NetworkRates",
+    "VmEvents",
+    "VmStatus",
+]
+
 #: Control actions of ``vm-control``.
 Action = Literal["start", "stop", "restart", "pause", "resume", "reset"]
 ACTIONS: tuple[str, ...] = ("start", "stop", "restart", "pause", "resume", "reset")

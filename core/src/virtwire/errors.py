@@ -5,6 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+__all__ = [
+    "BackendUnavailable",
+    "CloseCode",
+    "ConfigError",
+    "ErrorCode",
+    "VirtwireError",
+    "VmNotFound",
+]
+
 
 class ErrorCode(StrEnum):
     """Every ``code`` an ``error`` frame can carry (docs/protocol.md lists their meaning)."""

@@ -7,8 +7,9 @@ that plugin (reported by name) and never takes the gateway down. Implementations
 any subset of a hook's arguments, by name.
 
 ``gateway`` is the running :class:`virtwire.gateway.Gateway`: its ``settings``,
-``plugin_config(name)``, ``hub``, ``catalogue``, ``log``, and the registries
-(``backends``, ``consoles``, ``log_sources``, ``collectors``).
+``plugin_config(name)``, ``state_dir(plugin)``, ``hub``, ``catalogue``, ``log``, and the
+registries (``backends``, ``consoles``, ``log_sources``, ``collectors``). docs/plugins.md is
+the guide to these hooks; docs/reference.md documents every name they use.
 """
 
 from __future__ import annotations
