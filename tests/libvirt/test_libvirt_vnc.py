@@ -280,3 +280,18 @@ async def test_the_document_js_client_connects_and_types(guest: Guest) -> None:
         assert connected["vmId"] == VM and connected["url"].startswith("/ws/vnc/")
         assert (connected["width"], connected["height"]) == (720, 400)
         await guest.wait_serial("from the JS client\r")
+
+
+async def test_token_expiry_ends_the_console_and_its_browser(guest: Guest) -> None:
+    await guest.wait_serial("virtwire test guest")
+    async with gateway(guest) as server, server.client(server.token(ttl=2)) as client:
+        reply = await client.request("vnc-connect", {"vmId": VM})
+        assert reply["data"]["expiresIn"] <= 2  # the ticket never outlives the token
+        async with connect(server.ws_url(reply["data"]["url"])) as ws:
+            await rfb.client_handshake(WsStream(ws), None)
+            closed = await client.expect("vnc-closed", timeout=10)
+            assert closed["data"] == {"vmId": VM, "reason": "token-expired"}
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.recv()
+        assert (await client.closed())[0] == 4001

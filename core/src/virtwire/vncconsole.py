@@ -157,6 +157,7 @@ class VncConsole:
         self._shot_lock = asyncio.Lock()
         self._browsers: set[Callable[[int, str], Awaitable[None]]] = set()
         self._closing: asyncio.Task[None] | None = None
+        self._announced = False
         self.log = session.log.bind(vm=vm_id, console="vnc")
 
     def start(self) -> None:
@@ -371,6 +372,12 @@ class VncConsole:
             await browser.close(ending["code"], ending["reason"])
 
     # -- the end ---------------------------------------------------------------------------
+    def announce(self, reason: str) -> None:
+        """Queue ``vnc-closed`` now: the connection is closing (``close`` follows)."""
+        if self.state is State.OPEN and not self._announced:
+            self._announced = True
+            self.session.send("vnc-closed", {"vmId": self.vm_id, "reason": reason})
+
     async def close(self, reason: str) -> None:
         """End the console: stop the relay, close its connections and browsers, and tell the
         client (``vnc-closed``) unless it asked for the end itself."""
@@ -388,7 +395,7 @@ class VncConsole:
             await closer(code, f"console closed: {reason}")
         await self._stream.close()
         await self._drop_shot()
-        if reason not in (REASON_CLIENT, REASON_CONNECTION):
+        if reason not in (REASON_CLIENT, REASON_CONNECTION) and not self._announced:
             self.session.send("vnc-closed", {"vmId": self.vm_id, "reason": reason})
         self.log.info("vnc console closed", reason=reason)
 

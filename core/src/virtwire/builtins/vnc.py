@@ -12,6 +12,7 @@ import msgspec
 from starlette.routing import WebSocketRoute
 
 from .. import keysyms, rfb
+from ..consoles import find_transport
 from ..consolesessions import REASON_CLIENT, accept_ticket
 from ..errors import ErrorCode, VirtwireError
 from ..hookspecs import hookimpl
@@ -51,9 +52,9 @@ class VncInput(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _transport(gateway: Gateway, vm_id: str, backend: Any) -> ConsoleTransport:
-    for transport in gateway.consoles:
-        if KIND in transport.kinds and transport.supports(vm_id, KIND):
-            return transport
+    transport = find_transport(gateway.consoles, vm_id, KIND)
+    if transport is not None:
+        return transport
     name = getattr(backend, "name", "?")
     raise VirtwireError(
         ErrorCode.CONSOLE_UNAVAILABLE,
