@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from virtwire import BackendUnavailable, VirtwireError, VmNotFound
@@ -29,9 +29,6 @@ from .tasks import TaskFailed, TaskTimeout, wait_task
 NET_STALE = 25.0
 #: A boot moment this much later than the known one (from status/current) is a reboot.
 REBOOT_SLACK = 2.0
-#: A control action's user stays attached to the event it should cause this long.
-PENDING_TTL = 60.0
-PENDING_MAX = 16
 
 
 class State(enum.Enum):
@@ -58,7 +55,6 @@ class Vm:
     tx: float = 0.0
     net: tuple[int, int, float] | None = None  # netin, netout, when they last changed
     applied: int = 0  # sequence number of the last status/current applied
-    pending: list[tuple[str, str, float]] = field(default_factory=list)
 
     def snapshot(self) -> VmStatus:
         active = self.status in ACTIVE
@@ -183,10 +179,6 @@ class ProxmoxBackend:
         command = COMMANDS[(action, force)]
         event = ACTION_EVENTS[action]
         code = f"VM_{action.upper()}_FAILED"
-        if user_id is not None:
-            now = time.monotonic()
-            vm.pending[:] = [p for p in vm.pending if p[2] > now][-(PENDING_MAX - 1) :]
-            vm.pending.append((event, user_id, now + PENDING_TTL))
         node, vmid = vm.node, vm.vmid
         try:
             upid = await client.call(lambda api: api.nodes(node).qemu(vmid).status(command).post())
@@ -198,7 +190,6 @@ class ProxmoxBackend:
                 log_lines=self.settings.task_log_lines,
             )
         except TaskFailed as exc:
-            self._unclaim(vm, event, user_id)
             raise VirtwireError(
                 code,
                 self.catalogue(f"vm.action_failed.{action}"),
@@ -206,12 +197,10 @@ class ProxmoxBackend:
                 details={"exitstatus": exc.exitstatus, "upid": exc.upid, "log": exc.log},
             ) from None
         except TaskTimeout as exc:
-            self._unclaim(vm, event, user_id)
             raise VirtwireError(
                 code, self.catalogue(f"vm.action_failed.{action}"), vm_id=vm_id, details=str(exc)
             ) from None
         except ApiError as exc:
-            self._unclaim(vm, event, user_id)
             raise VirtwireError(
                 code,
                 self.catalogue(f"vm.action_failed.{action}"),
@@ -219,7 +208,6 @@ class ProxmoxBackend:
                 details=exc.message,
             ) from None
         except (Unreachable, Unauthorized) as exc:
-            self._unclaim(vm, event, user_id)
             raise self._unavailable(vm_id, details=str(exc)) from None
         before = vm.boot
         emitted = await self._confirm(vm)
@@ -229,25 +217,10 @@ class ProxmoxBackend:
             if vm.boot == before:
                 vm.boot = time.monotonic()
 
-    def _claim(self, vm: Vm, event: str) -> str | None:
-        now = time.monotonic()
-        vm.pending[:] = [p for p in vm.pending if p[2] > now]
-        for i, (name, user, _) in enumerate(vm.pending):
-            if name == event:
-                del vm.pending[i]
-                return user
-        return None
-
-    @staticmethod
-    def _unclaim(vm: Vm, event: str, user_id: str | None) -> None:
-        for i, (name, user, _) in enumerate(vm.pending):
-            if name == event and user == user_id:
-                del vm.pending[i]
-                return
-
     def _emit(self, vm: Vm, event: str, level: str) -> None:
+        # no user: the core attributes the event to the vm-control that caused it
         assert self._events is not None
-        self._events.event(event, vm.vm_id, level=level, user_id=self._claim(vm, event))
+        self._events.event(event, vm.vm_id, level=level)
 
     # -- status/current ----------------------------------------------------------------
     async def _confirm(self, vm: Vm) -> list[str]:
@@ -369,9 +342,10 @@ class ProxmoxBackend:
                 self._figures(vm, row, now)
                 if word in ACTIVE and row.get("uptime"):
                     vm.boot = now - float(row["uptime"])
-                if not first:
-                    self._emit(vm, "vm-created", "info")
-                push.append(vm)
+                if first:
+                    push.append(vm)
+                else:
+                    self._events.added(vm.snapshot())  # vm-created, and its status
                 if word == "running" and vm.cpu_zero:
                     confirm.append(vm)  # idle or paused: only status/current tells
                 continue
