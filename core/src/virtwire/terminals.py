@@ -62,13 +62,21 @@ class Viewer:
     #: True for viewers that take ``terminal-output`` JSON frames (``/ws``).
     framed = False
     #: False for viewers that take no output (reading never waits for them).
-    paces = True
+    takes_output = True
 
     def __init__(self, user_id: str, mode: Mode, outbox: Outbox) -> None:
         self.user_id = user_id
         self.mode = mode
         self.outbox = outbox
         self.terminal: ManagedTerminal | None = None
+        #: Characters of output an observer missed while it was too far behind.
+        self.skipped = 0
+
+    @property
+    def paces(self) -> bool:
+        """Reading waits for the viewers who type (owner, writers): an observer that falls
+        behind (a hidden tab) must not freeze the terminal of the one using it."""
+        return self.takes_output and self.mode.can_write
 
     def output(self, text: str, frame: str) -> None:
         raise NotImplementedError
@@ -179,6 +187,9 @@ class ManagedTerminal:
                 else ""
             )
             for viewer in list(self.viewers):
+                if not viewer.paces and viewer.outbox.queued_bytes > self._high:
+                    viewer.skipped += len(piece)  # an observer too far behind misses it
+                    continue
                 viewer.output(piece, frame)
 
     # -- viewers -----------------------------------------------------------------------
