@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Most bytes asked of a transport per read.
 READ_LIMIT = 64 * 1024
+#: Ticket modes remembered per terminal (tickets live 30 s: more is never needed).
+TICKET_MODES_MAX = 64
 #: Ended terminals remembered (to tell "expired" or "exited" from "unknown").
 ENDED_MAX = 1024
 
@@ -114,8 +116,9 @@ class ManagedTerminal:
         self.allow_writers = False
         self.exit_status: int | None = None
         self.reason = ""
-        #: Modes of the tickets issued for this terminal, by ticket value.
-        self.ticket_modes: dict[str, Mode] = {}
+        #: Modes of the latest tickets issued for this terminal, by ticket value (bounded; a
+        #: ticket whose entry is gone opens a read-only view).
+        self.ticket_modes: OrderedDict[str, Mode] = OrderedDict()
         self._frame_chars = config.frame_chars
         self._high = config.high_water_bytes
         self._decoder = OutputDecoder()
@@ -129,6 +132,12 @@ class ManagedTerminal:
     @property
     def attached(self) -> bool:
         return bool(self.viewers)
+
+    def grant(self, ticket: str, mode: Mode) -> None:
+        """Remember what ``ticket`` lets its holder do (see ``ticket_modes``)."""
+        self.ticket_modes[ticket] = mode
+        while len(self.ticket_modes) > TICKET_MODES_MAX:
+            self.ticket_modes.popitem(last=False)
 
     def describe(self) -> dict[str, Any]:
         return {"vmId": self.vm_id, "sessionId": self.id, "type": self.kind}

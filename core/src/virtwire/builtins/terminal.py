@@ -151,7 +151,7 @@ class TerminalHandlers:
         ticket = self.gateway.tickets.issue(
             "terminal", principal.user_id, terminal, token_expires_at=principal.expires_at
         )
-        terminal.ticket_modes[ticket.value] = mode
+        terminal.grant(ticket.value, mode)
         viewer = WsViewer(session, mode, quiet=not output)
         viewer.key = (ATTACH_KEY, terminal.id)
         data = {
