@@ -11,6 +11,7 @@ from localpty import LocalShellPlugin
 from virtwire.testing import Client, run_server
 
 PLUGINS: list[Any] = [("local", LocalShellPlugin())]
+PROMPT = r"\$ $"
 
 
 async def output_until(client: Client, pattern: str, timeout: float = 10.0) -> str:
@@ -25,6 +26,7 @@ async def test_shell_round_trip_and_exit_status() -> None:
     async with run_server(plugins=PLUGINS) as server, server.client() as client:
         reply = await client.request("terminal-connect", {"vmId": "here", "type": "local"})
         assert reply["type"] == "terminal-connect-response", reply
+        await output_until(client, PROMPT)  # typed-ahead input may be flushed before
         await client.request("terminal-input", {"vmId": "here", "input": "echo $((6*7))\n"})
         await output_until(client, r"[\r\n]42\r\n")
         await client.request("terminal-input", {"vmId": "here", "input": "exit 4\n"})
@@ -73,6 +75,7 @@ async def test_a_second_page_of_the_same_user_watches_until_the_first_leaves() -
             sid = (await first.request("terminal-connect", {"vmId": "here", "type": "local"}))[
                 "data"
             ]["sessionId"]
+            await output_until(first, PROMPT)
             watching = await second.request("terminal-connect", {"vmId": "here", "sessionId": sid})
             assert watching["data"]["mode"] == "observer"  # the first page still holds it
             await first.request("terminal-input", {"vmId": "here", "input": "echo one\n"})
