@@ -77,7 +77,7 @@ class WsViewer(Viewer):
         self.key: tuple[str, str] = (ATTACH_KEY, "")
         #: Takes no output (``output: false``): it only controls the terminal.
         self.quiet = quiet
-        self.framed = self.paces = not quiet
+        self.framed = self.takes_output = not quiet
 
     def output(self, text: str, frame: str) -> None:
         if not self.quiet:
@@ -151,7 +151,7 @@ class TerminalHandlers:
         ticket = self.gateway.tickets.issue(
             "terminal", principal.user_id, terminal, token_expires_at=principal.expires_at
         )
-        terminal.ticket_modes[ticket.value] = mode
+        terminal.grant(ticket.value, mode)
         viewer = WsViewer(session, mode, quiet=not output)
         viewer.key = (ATTACH_KEY, terminal.id)
         data = {
@@ -215,7 +215,7 @@ class TerminalHandlers:
             return self._join(session, terminal, mode, output=data.output)
 
         kind = data.type or "ssh"
-        transport = find_transport(self.gateway.consoles, vm_id, kind)
+        transport = None if kind == "vnc" else find_transport(self.gateway.consoles, vm_id, kind)
         if transport is None:
             kinds = sorted({k for t in self.gateway.consoles for k in t.kinds if k != "vnc"})
             raise VirtwireError(
