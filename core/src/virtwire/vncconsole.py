@@ -35,6 +35,10 @@ SCREENSHOT_TIMEOUT = 10.0
 #: Injected events waiting for a client message to complete; more get RATE_LIMITED.
 MAX_PENDING_EVENTS = 4096
 
+#: How often and how far apart the state of a VM whose VNC server went away is asked.
+STOP_CHECKS = 10
+STOP_CHECK_DELAY = 0.1
+
 #: Reasons of ``vnc-closed`` beyond the shared ones (``consolesessions.REASON_*``).
 REASON_VM_STOPPED = "vm-stopped"
 REASON_SERVER_CLOSED = "vnc-server-closed"
@@ -186,11 +190,18 @@ class VncConsole:
         self._spawn_close(reason)
 
     async def _why_server_left(self) -> str:
-        try:
-            _, status = await asyncio.wait_for(self.session.gateway.vms.get(self.vm_id), 5.0)
-        except Exception:
-            return REASON_SERVER_CLOSED
-        return REASON_VM_STOPPED if status.get("status") != "running" else REASON_SERVER_CLOSED
+        """``vm-stopped`` when the VM is no longer running. A VNC server goes away a moment
+        before the hypervisor reports the VM stopped: ask again for up to a second."""
+        vms = self.session.gateway.vms
+        for _ in range(STOP_CHECKS):
+            try:
+                _, status = await asyncio.wait_for(vms.get(self.vm_id), 5.0)
+            except Exception:
+                return REASON_SERVER_CLOSED
+            if status.get("status") != "running":
+                return REASON_VM_STOPPED
+            await asyncio.sleep(STOP_CHECK_DELAY)
+        return REASON_SERVER_CLOSED
 
     def _spawn_close(self, reason: str) -> None:
         if self._closing is None:

@@ -73,8 +73,8 @@ _start:
 	in %dx, %ax
 	or $1, %ax
 	out %ax, %dx
-	in $0x21, %al			# PIC: unmask IRQ1 (keyboard), IRQ2 (cascade), IRQ4
-	and $0xe9, %al
+	in $0x21, %al			# PIC: unmask IRQ2 (cascade) and IRQ4 (SeaBIOS has IRQ1 on)
+	and $0xeb, %al
 	out %al, $0x21
 	in $0xa1, %al			# slave PIC: unmask IRQ9
 	and $0xfd, %al
