@@ -148,6 +148,11 @@ class ProxmoxBackend:
     def owns(self, vm_id: str) -> bool:
         return vm_id in self._vms
 
+    def known_status(self, vm_id: str) -> str:
+        """The last status word known for ``vm_id`` (no I/O; ``"unknown"`` if none)."""
+        vm = self._vms.get(vm_id)
+        return vm.status if vm is not None else "unknown"
+
     def _vm(self, vm_id: str) -> Vm:
         if not vm_id.startswith(self._prefix):
             raise VmNotFound(vm_id, self.catalogue("vm.not_found", vm_id=vm_id))
@@ -160,10 +165,10 @@ class ProxmoxBackend:
 
     def _require(self, vm_id: str | None = None) -> PveClient:
         if self.state is not State.UP or self.client is None:
-            raise self._unavailable(vm_id)
+            raise self.unavailable(vm_id)
         return self.client
 
-    def _unavailable(self, vm_id: str | None = None, details: str | None = None) -> Exception:
+    def unavailable(self, vm_id: str | None = None, details: str | None = None) -> Exception:
         return BackendUnavailable(
             self.catalogue("backend.unavailable", name=self.name),
             vm_id=vm_id,
@@ -208,7 +213,7 @@ class ProxmoxBackend:
                 details=exc.message,
             ) from None
         except (Unreachable, Unauthorized) as exc:
-            raise self._unavailable(vm_id, details=str(exc)) from None
+            raise self.unavailable(vm_id, details=str(exc)) from None
         before = vm.boot
         emitted = await self._confirm(vm)
         if event == "vm-rebooted" and "vm-rebooted" not in emitted:
