@@ -3,11 +3,12 @@ packages, every response with a Content-Security-Policy that allows only the pag
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -17,12 +18,13 @@ from .assets import PACKAGES, STATIC, versions
 #: host (CSP Level 3 ``'self'`` covers ``ws:``/``wss:`` of the page's host). No inline
 #: script, no eval, no framing, no plugins.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "font-src 'self'; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self'{nonce}; "
+    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
 HEADERS = {
-    "Content-Security-Policy": CSP,
+    "Content-Security-Policy": CSP.format(nonce=""),
     # The page is first loaded with ?token=...: never send that URL on as a Referer.
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -56,12 +58,20 @@ def build_routes(path: str, assets: Path, log_files: list[str]) -> list[BaseRout
     async def config(request: Request) -> Response:
         return JSONResponse(page_config, headers={**HEADERS, "Cache-Control": "no-cache"})
 
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
     async def index(request: Request) -> Response:
-        response = FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
-        response.headers.update(HEADERS)
-        # the URL may carry the token on first load: nothing may keep a copy
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        # xterm.js sizes and colours its rows with <style> elements it creates; they carry
+        # this response's nonce (set by the page's own script), nothing else inline is allowed
+        nonce = secrets.token_urlsafe(18)
+        headers = {
+            **HEADERS,
+            "Content-Security-Policy": CSP.format(nonce=f" 'nonce-{nonce}'"),
+            # the URL may carry the token on first load: nothing may keep a copy
+            "Cache-Control": "no-store",
+        }
+        body = page.replace("{{nonce}}", nonce)
+        return HTMLResponse(body, headers=headers)
 
     routes: list[BaseRoute] = [
         Route(f"{base}/", index, methods=["GET", "HEAD"]),

@@ -1,5 +1,6 @@
 // The page: sign-in, then the panes on one /ws connection plus the log endpoint.
 
+import "./csp.js";
 import { Connection } from "./connection.js";
 import { ConsolePane } from "./console.js";
 import { HostPanel } from "./host.js";
@@ -137,7 +138,7 @@ $("signin-form").addEventListener("submit", (event) => {
 $("signout").addEventListener("click", () => {
   forgetToken();
   logs.stop();
-  if (consolePane) consolePane.close();
+  if (consolePane) consolePane.close(true);
   if (conn) conn.close();
   conn = null;
   $("vm-rows").replaceChildren();
