@@ -16,7 +16,7 @@ from playwright.async_api import Page, expect
 from virtwire.testing import make_settings, run_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ssh"))
-from sshkit import Sshd  # noqa: E402
+from sshkit import Sshd
 
 
 @pytest.fixture(scope="module")
