@@ -35,6 +35,14 @@ async def test_every_response_allows_only_self(site: Site) -> None:
             assert response.headers["referrer-policy"] == "no-referrer"
         index = await http.get("/?token=abc")
         assert index.headers["cache-control"] == "no-store"
+        # the page's style nonce (for xterm.js's <style> elements) is new on every load
+        nonces = []
+        for _ in range(2):
+            page = await http.get("/")
+            nonce = page.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
+            assert f'<meta name="csp-nonce" content="{nonce}">' in page.text
+            nonces.append(nonce)
+        assert nonces[0] != nonces[1] and len(nonces[0]) >= 20
         # only the listed packages are served, nothing else of node_modules or the disk
         assert (await http.get("/vendor/ws/package.json")).status_code == 404
         assert (await http.get("/static/../__init__.py")).status_code == 404
