@@ -56,7 +56,7 @@ async def test_ssh_terminal_runs_echo_and_follows_the_pane_size(
     await page.get_by_role("button", name="Console of test", exact=True).click()
     # the test driver has no serial console: said so, and SSH is offered
     await expect(page.locator('.console-message[data-kind="none"]')).to_contain_text(
-        "No serial console"
+        "no serial console"
     )
     await page.get_by_role("button", name="SSH terminal…", exact=True).click()
     form = page.locator(".ssh-form")

@@ -1,5 +1,6 @@
-// The console pane of one VM: a terminal (serial console, or SSH with credentials) through
-// xterm.js on the gateway's ticket URL, and a clear message where there is no console (no
+// The console pane of one VM: its screen through noVNC on the gateway's ticket URL
+// (`vnc-connect`), a terminal (serial console, or SSH with credentials) through xterm.js on the
+// ticket URL of `terminal-connect`, and a clear message where there is no console (no
 // transport installed: UNKNOWN_TYPE; a backend without consoles such as libvirt's test
 // driver: CONSOLE_UNAVAILABLE).
 
@@ -30,6 +31,12 @@ async function loadXterm() {
   return xterm;
 }
 
+let novnc = null;
+async function loadNovnc() {
+  novnc = novnc || import(`${VENDOR}/@novnc/novnc/core/rfb.js`).then((m) => m.default);
+  return novnc;
+}
+
 function savedSessions() {
   try {
     return JSON.parse(sessionStorage.getItem(SESSIONS) || "{}");
@@ -51,6 +58,10 @@ export class ConsolePane {
     this.vmId = null;
     this.canConsole = false;
     this.session = null; // {term, ws, sessionId, observer, vmId}
+    this.screen = null; // {rfb, vmId}
+    conn.on("vnc-closed", (data) => {
+      if (this.screen && data.vmId === this.screen.vmId) this.status(`Screen closed: ${data.reason}`);
+    });
     conn.on("terminal-closed", (data) => {
       if (this.session && data.sessionId === this.session.sessionId) {
         saveSession(data.vmId, null);
@@ -94,6 +105,7 @@ export class ConsolePane {
     );
     $("console-body").replaceChildren(
       h("div", { class: "console-toolbar", role: "toolbar", "aria-label": `console of ${vmId}` },
+        h("button", { type: "button", dataset: { open: "screen" }, onclick: () => this.openScreen() }, "Screen"),
         h("button", { type: "button", dataset: { open: "serial" }, onclick: () => this.openTerminal("serial") }, "Serial terminal"),
         h("button", { type: "button", dataset: { open: "ssh" }, onclick: () => {
           form.hidden = !form.hidden;
@@ -107,7 +119,69 @@ export class ConsolePane {
     );
     $("console").scrollIntoView({ block: "nearest" });
     const saved = savedSessions()[vmId];
-    this.openTerminal(saved ? saved.type : "serial", undefined, saved && saved.sessionId);
+    if (saved) this.openTerminal(saved.type, undefined, saved.sessionId);
+    else this.openScreen(true);
+  }
+
+  /** The VM's screen (noVNC on the ticket URL). `fallback`: without a screen, try the
+   * serial console, and say why neither is there. */
+  async openScreen(fallback = false) {
+    const vmId = this.vmId;
+    this.stopTerminal(true);
+    this.stopScreen();
+    this.message("wait", `Opening the screen of ${vmId}…`);
+    let reply;
+    try {
+      reply = await this.conn.request("vnc-connect", { vmId });
+    } catch (err) {
+      if (this.vmId !== vmId) return;
+      if (fallback) {
+        this.openTerminal("serial", undefined, undefined, err);
+        return;
+      }
+      this.message("none", `No screen for ${vmId}. ${EXPLAIN[err.code] || ""}`, `${err.message || ""} (${err.code})`);
+      return;
+    }
+    const RFB = await loadNovnc();
+    if (this.vmId !== vmId) {
+      this.conn.request("vnc-disconnect", { vmId }).catch(() => {});
+      return;
+    }
+    const target = h("div", { class: "screen", tabindex: "-1" });
+    const scale = h("button", { type: "button", "aria-pressed": "true", onclick: () => {
+      rfb.scaleViewport = !rfb.scaleViewport;
+      scale.setAttribute("aria-pressed", String(rfb.scaleViewport));
+    } }, "Scale to fit");
+    const tools = h("div", { class: "console-toolbar screen-tools", role: "toolbar", "aria-label": "screen" },
+      h("button", { type: "button", onclick: () => { rfb.sendCtrlAltDel(); rfb.focus(); } }, "Ctrl-Alt-Del"),
+      scale,
+      h("button", { type: "button", onclick: () => target.requestFullscreen().then(() => rfb.focus()).catch(() => {}) }, "Full screen"),
+    );
+    this.view().replaceChildren(tools, target);
+    const rfb = new RFB(target, wsUrl(reply.url), { shared: true });
+    rfb.scaleViewport = true;
+    rfb.focusOnClick = true;
+    this.screen = { rfb, vmId, target };
+    target.dataset.state = "connecting";
+    rfb.addEventListener("connect", () => {
+      target.dataset.state = "open";
+      this.status(`Screen of ${vmId} (${reply.width}×${reply.height}): click it to type`);
+      rfb.focus();
+    });
+    rfb.addEventListener("disconnect", (e) => {
+      target.dataset.state = "closed";
+      if (this.screen && this.screen.rfb === rfb) {
+        this.status(e.detail.clean ? "Screen closed" : "Screen connection lost");
+      }
+    });
+  }
+
+  stopScreen() {
+    const screen = this.screen;
+    this.screen = null;
+    if (!screen) return;
+    screen.rfb.disconnect();
+    this.conn.request("vnc-disconnect", { vmId: screen.vmId }).catch(() => {});
   }
 
   submitSsh(form) {
@@ -120,9 +194,10 @@ export class ConsolePane {
     this.openTerminal("ssh", credentials);
   }
 
-  async openTerminal(type, credentials, sessionId) {
+  async openTerminal(type, credentials, sessionId, screenError) {
     const vmId = this.vmId;
     this.stopTerminal(true);
+    this.stopScreen();
     const label = type === "ssh" ? "SSH terminal" : type === "serial" ? "serial console" : `${type} terminal`;
     this.message("wait", `Opening the ${label} of ${vmId}…`);
     const { Terminal, AttachAddon, FitAddon } = await loadXterm();
@@ -165,7 +240,15 @@ export class ConsolePane {
         return;
       }
       const text = EXPLAIN[err.code] || "";
-      this.message("none", `No ${label} for ${vmId}. ${text}`, `${err.message || ""} (${err.code})`);
+      if (screenError) {
+        this.message(
+          "none",
+          `No console for ${vmId}: no screen and no serial console. ${text}`,
+          `screen: ${screenError.message || ""} (${screenError.code}); serial: ${err.message || ""} (${err.code})`,
+        );
+      } else {
+        this.message("none", `No ${label} for ${vmId}. ${text}`, `${err.message || ""} (${err.code})`);
+      }
       return;
     }
     if (this.session !== session) return;
@@ -217,6 +300,7 @@ export class ConsolePane {
   /** Leave the pane; `disconnect`: end the terminal too (else it can be reattached). */
   close(disconnect = false) {
     this.stopTerminal(disconnect);
+    this.stopScreen();
     this.vmId = null;
   }
 }
