@@ -155,7 +155,10 @@ export class ConsolePane {
     const tools = h("div", { class: "console-toolbar screen-tools", role: "toolbar", "aria-label": "screen" },
       h("button", { type: "button", onclick: () => { rfb.sendCtrlAltDel(); rfb.focus(); } }, "Ctrl-Alt-Del"),
       scale,
-      h("button", { type: "button", onclick: () => target.requestFullscreen().then(() => rfb.focus()).catch(() => {}) }, "Full screen"),
+      h("button", { type: "button", onclick: () => {
+        if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+        else target.requestFullscreen().then(() => rfb.focus()).catch(() => {});
+      } }, "Full screen"),
     );
     this.view().replaceChildren(tools, target);
     const rfb = new RFB(target, wsUrl(reply.url), { shared: true });
