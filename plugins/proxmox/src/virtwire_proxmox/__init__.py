@@ -43,3 +43,13 @@ def register_backends(register: Any, gateway: Any) -> None:
     register(
         ProxmoxBackend(settings, gateway.catalogue, gateway.log, password=password, token=token)
     )
+
+
+@hookimpl
+def register_consoles(register: Any, gateway: Any) -> None:
+    settings: ProxmoxSettings = gateway.plugin_config(NAME)
+    if settings.host is None:
+        return
+    from .consoles import ProxmoxConsoles
+
+    register(ProxmoxConsoles(gateway))
