@@ -33,7 +33,7 @@ class CloseCode:
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
-    POLICY_VIOLATION = 1008  # e.g. a log file that is not on the allow list
+    POLICY_VIOLATION = 1008  # a log file not on the allow list; a client flooding frames
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     AUTH = 4001  # authentication failed, timed out or the token expired
@@ -57,12 +57,18 @@ class VirtwireError(Exception):
         *,
         vm_id: str | None = None,
         details: Any = None,
+        text_key: str | None = None,
+        text_params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = str(code)
         self.message = message
         self.vm_id = vm_id
         self.details = details
+        #: A message catalogue key: when set, the client gets the text of its locale
+        #: (``text_params`` fill it in) instead of ``message``.
+        self.text_key = text_key
+        self.text_params = text_params or {}
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -71,6 +77,18 @@ class VirtwireError(Exception):
         if self.details is not None:
             data["details"] = self.details
         return data
+
+
+def invalid_field(field: str, reason: str) -> VirtwireError:
+    """``INVALID_MESSAGE`` for one field of a client frame (``data.vmId``, ``id``), worded in
+    the client's locale; ``details`` names the field and msgspec's reason."""
+    return VirtwireError(
+        ErrorCode.INVALID_MESSAGE,
+        f"invalid {field}: {reason}",
+        details={"field": field, "reason": reason},
+        text_key="message.invalid_field",
+        text_params={"field": field, "reason": reason},
+    )
 
 
 class VmNotFound(VirtwireError):
