@@ -36,7 +36,7 @@ scalars = (
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40)
-    | st.sampled_from(TOPICS + ["start", "pause", "resume", "test", "a\x00b", ""])
+    | st.sampled_from([*TOPICS, "start", "pause", "resume", "test", "a\x00b", ""])
 )
 values = st.recursive(
     scalars,

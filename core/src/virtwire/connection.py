@@ -432,7 +432,7 @@ class Connection:
         session = self.session
         text = self.gateway.catalogue
         if exc.text_key is not None:
-            message = text(exc.text_key, **exc.text_params)
+            message = text(exc.text_key, **exc.params)
         elif exc.code == ErrorCode.TOKEN_EXPIRED:
             message = text("auth.expired")
         else:
@@ -528,6 +528,10 @@ class Connection:
         gateway.hub.sessions.discard(session)
         for task in list(self.tasks):
             task.cancel()
+        try:
+            await gateway.console_sessions.close_session(session)
+        except Exception:
+            session.log.exception("console close failed")
         subscriptions = list(session.subscriptions.values())
         session.subscriptions.clear()
         for sub in subscriptions:

@@ -73,7 +73,7 @@ def invalid_json(reason: str) -> VirtwireError:
         f"frame is not valid JSON: {reason}",
         details={"reason": reason},
         text_key="message.invalid_json",
-        text_params={"reason": reason},
+        params={"reason": reason},
     )
 
 
