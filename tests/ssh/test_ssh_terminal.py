@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import virtwire_ssh
 from sshkit import Sshd, asyncssh_server, read_until
+from virtwire import VmNotFound, hookimpl
+from virtwire.backends import VmStatus
 from virtwire.testing import RunningServer, free_port, run_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -93,6 +95,36 @@ async def test_large_output_arrives_whole(sshd: Sshd, tmp_path: Path) -> None:
         seen = await read_until(client, r"[\r\n]150000\r\n", timeout=30)
         lines = [line for line in seen.split("\r\n") if line.isdigit()]
         assert lines[-1000:] == [str(n) for n in range(149001, 150001)]
+
+
+async def test_a_stalled_observer_does_not_freeze_the_owner(sshd: Sshd, tmp_path: Path) -> None:
+    async with (
+        ssh_gateway(
+            {"vm-1": sshd.address}, tmp_path, terminal={"high_water_bytes": 65536}
+        ) as server,
+        server.client(server.token("alice")) as owner,
+        server.client(server.token("bob", ["console", "console:share"]), max_queue=1) as bob,
+    ):
+        sid = (
+            await owner.request(
+                "terminal-connect",
+                {"vmId": "vm-1", "type": "ssh", "credentials": sshd.credentials()},
+            )
+        )["data"]["sessionId"]
+        bob._reader.cancel()  # bob's page stops reading (a frozen tab)
+        await bob.send("terminal-connect", {"vmId": "vm-1", "sessionId": sid}, "j1")
+        await owner.request("terminal-input", {"vmId": "vm-1", "input": "seq 1 800000\r"})
+        tail, lines = "", 0
+        async with asyncio.timeout(60):  # the owner gets everything, to the end
+            while "\n800000\r\n" not in tail:
+                output = (await owner.expect("terminal-output"))["data"]["output"]
+                lines += output.count("\n")
+                tail = (tail + output)[-64:]
+        assert lines >= 800000
+        (terminal,) = server.gateway.terminals.terminals.values()
+        observers = [v for v in terminal.viewers if v.mode.value == "observer"]
+        assert observers and observers[0].skipped > 0  # bob missed output instead
+        bob.ws.transport.abort()  # its socket is full: no close handshake
 
 
 async def test_changed_host_key_is_refused(tmp_path: Path) -> None:
@@ -265,3 +297,85 @@ async def test_credentials_never_reach_the_logs(
     key_body = sshd.client_key.splitlines()[1]
     for secret in (secret_password, key_body, ticket):  # ...without their secrets
         assert secret not in logs
+
+
+async def test_known_hosts_default_to_the_plugin_state_directory() -> None:
+    async with asyncssh_server() as (port, key):
+        config = {"plugins": {"ssh": {"hosts": {"vm-1": f"127.0.0.1:{port}"}}}}
+        async with (
+            run_server(plugins=[("ssh", virtwire_ssh)], config=config) as server,
+            server.client() as client,
+        ):
+            reply = await client.request(
+                "terminal-connect",
+                {
+                    "vmId": "vm-1",
+                    "type": "ssh",
+                    "credentials": {"username": "alice", "password": "correct horse"},
+                },
+            )
+            assert reply["type"] == "terminal-connect-response"
+            known = server.state_dir / "plugins" / "ssh" / "known_hosts"
+            public = key.export_public_key("openssh").decode().split()[1]
+            assert f"[127.0.0.1]:{port} ssh-ed25519 {public}" in known.read_text()
+            assert known.stat().st_mode & 0o777 == 0o600
+
+
+class _AddressedBackend:
+    """A hypervisor backend of a third-party plugin that knows where its VMs' SSH servers
+    are (as the libvirt backend does from the domains' interfaces)."""
+
+    name = "lab"
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def start(self, events: Any) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def list_vms(self) -> list[VmStatus]:
+        return [VmStatus(vmId="lab-1", status="running")]
+
+    async def get_vm(self, vm_id: str) -> VmStatus:
+        if vm_id != "lab-1":
+            raise VmNotFound(vm_id)
+        return VmStatus(vmId=vm_id, status="running")
+
+    async def control(self, vm_id: str, action: str, **kw: Any) -> None:
+        pass
+
+    def set_watching(self, watching: bool) -> None:
+        pass
+
+    async def vm_addresses(self, vm_id: str) -> list[str]:
+        return [self.address]
+
+
+async def test_address_from_the_vms_backend(tmp_path: Path) -> None:
+    async with asyncssh_server() as (port, _key):
+        backend = _AddressedBackend(f"127.0.0.1:{port}")
+
+        class LabPlugin:
+            @hookimpl
+            def register_backends(self, register: Any) -> None:
+                register(backend)
+
+        config = {"plugins": {"ssh": {"known_hosts": str(tmp_path / "known_hosts")}}}
+        plugins: list[Any] = [("ssh", virtwire_ssh), ("lab", LabPlugin())]
+        async with (
+            run_server(plugins=plugins, config=config) as server,
+            server.client() as client,
+        ):
+            credentials = {"username": "alice", "password": "correct horse"}
+            reply = await client.request(
+                "terminal-connect", {"vmId": "lab-1", "type": "ssh", "credentials": credentials}
+            )
+            assert reply["type"] == "terminal-connect-response", reply
+            await read_until(client, "welcome alice")
+            reply = await client.request(
+                "terminal-connect", {"vmId": "lab-2", "type": "ssh", "credentials": credentials}
+            )
+            assert reply["data"]["code"] == "VM_NOT_FOUND"

@@ -8,11 +8,13 @@ a reattach. The transports (SSH, serial...) come from ``register_consoles``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from ..consoles import find_transport
+from ..consolesessions import REASON_CLIENT, REASON_SHUTDOWN
 from ..errors import ErrorCode, VirtwireError
 from ..hookspecs import hookimpl
 from ..terminals import ManagedTerminal, Mode, TerminalManager, Viewer
@@ -76,7 +78,7 @@ class WsViewer(Viewer):
         self.key: tuple[str, str] = (ATTACH_KEY, "")
         #: Takes no output (``output: false``): it only controls the terminal.
         self.quiet = quiet
-        self.framed = self.paces = not quiet
+        self.framed = self.takes_output = not quiet
 
     def output(self, text: str, frame: str) -> None:
         if not self.quiet:
@@ -150,7 +152,7 @@ class TerminalHandlers:
         ticket = self.gateway.tickets.issue(
             "terminal", principal.user_id, terminal, token_expires_at=principal.expires_at
         )
-        terminal.ticket_modes[ticket.value] = mode
+        terminal.grant(ticket.value, mode)
         viewer = WsViewer(session, mode, quiet=not output)
         viewer.key = (ATTACH_KEY, terminal.id)
         data = {
@@ -176,6 +178,15 @@ class TerminalHandlers:
             terminal.attach(viewer)
 
         return Reply(data, then=then)
+
+    async def _learn_owner(self, vm_id: str) -> None:
+        """Find which backend owns ``vm_id`` (if any does) so that transports' cheap
+        ``supports`` can tell; a VM no backend knows is fine (ssh to a configured host)."""
+        vms = getattr(self.gateway, "vms", None)
+        if vms is None or vm_id in vms.owner:
+            return
+        with contextlib.suppress(VirtwireError):
+            await vms.backend_for(vm_id)
 
     # -- handlers ----------------------------------------------------------------------
     async def connect(self, session: Session, data: ConnectData) -> Reply:
@@ -214,7 +225,8 @@ class TerminalHandlers:
             return self._join(session, terminal, mode, output=data.output)
 
         kind = data.type or "ssh"
-        transport = find_transport(self.gateway.consoles, vm_id, kind)
+        await self._learn_owner(vm_id)
+        transport = None if kind == "vnc" else find_transport(self.gateway.consoles, vm_id, kind)
         if transport is None:
             kinds = sorted({k for t in self.gateway.consoles for k in t.kinds if k != "vnc"})
             raise VirtwireError(
@@ -288,7 +300,7 @@ class TerminalHandlers:
         assert terminal is not None
         reply = {"vmId": terminal.vm_id, "sessionId": terminal.id}
         if viewer.mode is Mode.OWNER:
-            await terminal.close("disconnected")
+            await terminal.close(REASON_CLIENT)
         else:
             sub = session.subscriptions.pop(viewer.key, None)
             if sub is not None:
@@ -313,4 +325,4 @@ def register_routes(register: Any, gateway: Gateway) -> None:
 
 @hookimpl
 def shutdown(gateway: Gateway) -> Any:
-    return gateway.terminals.close_all("shutdown")
+    return gateway.terminals.close_all(REASON_SHUTDOWN)
