@@ -378,7 +378,7 @@ def test_the_embedded_default_loads_only_the_products_plugins() -> None:
     assert "example" in installed  # installed in the development environment
     names, _ = selected_names(installed, None, {}, "<defaults>")
     assert "example" not in names
-    assert set(names) == {"libvirt", "logs", "monitor", "proxmox", "ssh"} & set(installed)
+    assert set(names) == {"libvirt", "logs", "monitor", "proxmox", "ssh", "web"} & set(installed)
     names, _ = selected_names(installed, None, {}, "virtwire.toml")
     assert "example" in names  # a config file without [plugins] enabled: all installed
 

@@ -67,7 +67,7 @@ def discover() -> dict[str, Discovered]:
 
 #: The plugins virtwire ships: what the embedded default (no config file) loads when they
 #: are installed. Other installed plugins need a config file or ``VIRTWIRE_LOAD_PLUGINS``.
-PRODUCT_PLUGINS = ("libvirt", "logs", "monitor", "proxmox", "ssh")
+PRODUCT_PLUGINS = ("libvirt", "logs", "monitor", "proxmox", "ssh", "web")
 
 
 def name_of(plugin: object) -> str:
