@@ -204,3 +204,18 @@ async def test_xterm_endpoint_with_a_ticket(tmp_path: Path) -> None:
                 await asyncio.wait_for(again.recv(), 10)
             assert again.close_code == 1008
             assert (again.close_reason or "").startswith("TICKET_USED")
+
+
+async def test_xterm_socket_closes_when_the_token_expires(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as server:
+        token = server.token("alice", ttl=2)
+        async with server.client(token) as client:
+            data = await open_terminal(client)
+            async with connect(server.ws_url(data["url"])) as raw:
+                with contextlib.suppress(ConnectionClosed):
+                    while True:  # output until the token's expiry closes it
+                        await asyncio.wait_for(raw.recv(), 10)
+                assert raw.close_code == 4001
+                assert raw.close_reason == "TOKEN_EXPIRED"
+        # the terminal itself waits, detached, for a reattach with a fresh token
+        assert len(server.gateway.terminals) == 1

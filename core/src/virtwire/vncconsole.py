@@ -21,7 +21,7 @@ from . import rfb
 from .consoles import READ_SIZE, ByteStream, ConsoleTransport, VncTarget
 from .consolesessions import REASON_CLIENT, REASON_CONNECTION, REASON_SHUTDOWN
 from .errors import CloseCode, ErrorCode, VirtwireError
-from .fastpath import BinaryWriter, binary_writer
+from .wire import BinaryWriter, binary_writer
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Send

@@ -8,6 +8,7 @@ a reattach. The transports (SSH, serial...) come from ``register_consoles``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -178,6 +179,15 @@ class TerminalHandlers:
 
         return Reply(data, then=then)
 
+    async def _learn_owner(self, vm_id: str) -> None:
+        """Find which backend owns ``vm_id`` (if any does) so that transports' cheap
+        ``supports`` can tell; a VM no backend knows is fine (ssh to a configured host)."""
+        vms = getattr(self.gateway, "vms", None)
+        if vms is None or vm_id in vms.owner:
+            return
+        with contextlib.suppress(VirtwireError):
+            await vms.backend_for(vm_id)
+
     # -- handlers ----------------------------------------------------------------------
     async def connect(self, session: Session, data: ConnectData) -> Reply:
         vm_id = data.vmId
@@ -215,6 +225,7 @@ class TerminalHandlers:
             return self._join(session, terminal, mode, output=data.output)
 
         kind = data.type or "ssh"
+        await self._learn_owner(vm_id)
         transport = None if kind == "vnc" else find_transport(self.gateway.consoles, vm_id, kind)
         if transport is None:
             kinds = sorted({k for t in self.gateway.consoles for k in t.kinds if k != "vnc"})

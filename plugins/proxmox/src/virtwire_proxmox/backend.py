@@ -90,7 +90,7 @@ class ProxmoxBackend:
         self.state = State.NEW
         self._events: VmEvents | None = None
         self._vms: dict[str, Vm] = {}
-        self._by_vmid: dict[int, str] = {}
+        self._ids: dict[tuple[str, int, Any], str] = {}  # (node, vmid, name) -> vmId
         self._last_error = ""
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -322,7 +322,6 @@ class ProxmoxBackend:
         seen: set[str] = set()
         confirm: list[Vm] = []
         push: list[Vm] = []
-        by_vmid: dict[int, str] = {}
         for row in rows:
             if row.get("type") != "qemu" or row.get("template"):
                 continue
@@ -338,7 +337,6 @@ class ProxmoxBackend:
                 self.log.warning("two Proxmox VMs map to one vmId; keeping the first", vm=vm_id)
                 continue
             seen.add(vm_id)
-            by_vmid[vmid] = vm_id
             vm = self._vms.get(vm_id)
             word = resource_word(row)
             if vm is None:
@@ -378,30 +376,41 @@ class ProxmoxBackend:
             del self._vms[vm.vm_id]
             self._emit(vm, "vm-deleted", "info")
             self._events.removed(vm.vm_id)
-        self._by_vmid = by_vmid
         self._polled = True
         self.polls += 1
         for vm in push:
             self._events.status(vm.snapshot())
         if confirm:
-            await asyncio.gather(*(self._confirm(vm) for vm in confirm), return_exceptions=True)
+            # at most `workers` confirmations in flight: the executor's queue stays short
+            gate = asyncio.Semaphore(self.settings.workers)
+
+            async def confirm_one(vm: Vm) -> None:
+                async with gate:
+                    await self._confirm(vm)
+
+            await asyncio.gather(*(confirm_one(vm) for vm in confirm), return_exceptions=True)
 
     def _vm_id_of(self, row: dict[str, Any], node: str, vmid: int) -> str:
-        return self.settings.vm_id.format(
-            vmid=vmid, node=node, name=row.get("name") or vmid, cluster=self.settings.cluster
-        )
+        key = (node, vmid, row.get("name"))
+        vm_id = self._ids.get(key)
+        if vm_id is None:
+            if len(self._ids) > 100_000:
+                self._ids.clear()
+            vm_id = self._ids[key] = self.settings.vm_id.format(
+                vmid=vmid, node=node, name=key[2] or vmid, cluster=self.settings.cluster
+            )
+        return vm_id
 
     @staticmethod
     def _figures(vm: Vm, row: dict[str, Any], now: float) -> None:
         """cpu % (of the VM's vCPUs), memory % and network bytes/s from a resources row or a
         status/current answer (their fields have the same names and units)."""
-        cpu = float(row.get("cpu") or 0.0)
-        vm.cpu = max(0.0, min(100.0, cpu * 100.0))
+        cpu = float(row.get("cpu") or 0.0) * 100.0
+        vm.cpu = cpu if 0.0 <= cpu <= 100.0 else (0.0 if cpu < 0.0 else 100.0)
         vm.cpu_zero = cpu <= 0.0
-        maxmem = float(row.get("maxmem") or 0)
-        vm.memory = (
-            max(0.0, min(100.0, float(row.get("mem") or 0) / maxmem * 100.0)) if maxmem else 0.0
-        )
+        maxmem = row.get("maxmem")
+        memory = float(row.get("mem") or 0) / maxmem * 100.0 if maxmem else 0.0
+        vm.memory = memory if 0.0 <= memory <= 100.0 else (0.0 if memory < 0.0 else 100.0)
         netin, netout = int(row.get("netin") or 0), int(row.get("netout") or 0)
         last = vm.net
         if last is None:
