@@ -67,6 +67,7 @@ class _ChunkProtocol(asyncio.Protocol):
         self.readable: asyncio.Future[None] | None = None
         self.writable = asyncio.Event()
         self.writable.set()
+        self.lost = asyncio.Event()
         #: In pipe mode: takes each chunk as it arrives; returns False when full.
         self.sink: Callable[[bytes], bool] | None = None
 
@@ -94,6 +95,7 @@ class _ChunkProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
+        self.lost.set()
         self.writable.set()
         self._wake()
 
@@ -210,6 +212,8 @@ class SocketStream:
     async def close(self) -> None:
         if not self._transport.is_closing():
             self._transport.close()
+        with contextlib.suppress(TimeoutError):  # until the socket is really closed (bounded)
+            await asyncio.wait_for(self._protocol.lost.wait(), 2.0)
 
 
 @runtime_checkable
