@@ -41,14 +41,14 @@ def create_app(
     gateway.load_plugins(plugins, builtin_plugins())
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "status": "ok" if gateway.started else "starting",
-                "version": __version__,
-                "connections": len(gateway.sessions),
-            },
-            status_code=200 if gateway.started else 503,
-        )
+        body: dict[str, Any] = {
+            "status": "ok" if gateway.started else "starting",
+            "version": __version__,
+            "connections": len(gateway.sessions),
+        }
+        broker = gateway.hub.broker
+        body["broker"] = broker.health() if broker is not None else {"name": "memory"}
+        return JSONResponse(body, status_code=200 if gateway.started else 503)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -49,6 +49,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rate_burst: int = 1000
     max_concurrent_requests: int = 16
     max_subscriptions: int = 256
+    #: Frames kept per shared channel (vm-status, system-event) for ``since`` recovery.
+    history_size: int = 1000
     per_message_deflate: bool = False
     locale: str = "zh-CN"
     log_format: Literal["auto", "console", "json"] = "auto"

@@ -13,9 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .protocol import encode
+
+if TYPE_CHECKING:
+    from .broker import Broker, RequestHandler
+    from .shared import BroadcastChannel, SharedChannel
 
 Accept = Callable[[Hashable], bool]
 
@@ -241,11 +245,21 @@ class Channel:
 
 
 class Hub:
-    """All channels of a gateway and the set of authenticated connections."""
+    """All channels of a gateway and the set of authenticated connections.
 
-    def __init__(self) -> None:
+    Plain channels (:meth:`channel`) stay in this process. Shared channels (:meth:`shared`,
+    :meth:`broadcast_channel`) carry positions and history and go through ``broker`` when one
+    is registered (see :mod:`virtwire.broker`).
+    """
+
+    def __init__(self, history_size: int = 1000) -> None:
         self._channels: dict[str, Channel] = {}
         self.sessions: set[Any] = set()
+        #: The registered broker (None: this gateway alone, positions kept in memory).
+        self.broker: Broker | None = None
+        #: Frames kept per shared channel for ``since`` recovery.
+        self.history_size = history_size
+        self._serving: dict[str, RequestHandler] = {}
 
     def channel(self, name: str, *, latest: bool = False) -> Channel:
         """Get or create the channel ``name``."""
@@ -270,3 +284,71 @@ class Hub:
             if accept is None or accept(session):
                 delivered += session.outbox.put(text)
         return delivered
+
+    # -- shared channels (see virtwire.broker) --------------------------------------------
+    def shared(self, name: str, *, latest: bool = False) -> SharedChannel:
+        """Get or create the shared channel ``name`` (positions, history, crosses gateways)."""
+        from .shared import SharedChannel
+
+        channel = self._channels.get(name)
+        if not isinstance(channel, SharedChannel):
+            channel = SharedChannel(self, name, latest=latest)
+            self._channels[name] = channel
+        return channel
+
+    def broadcast_channel(
+        self, name: str, admit: Callable[[Any, str | None], bool]
+    ) -> BroadcastChannel:
+        """A shared channel whose frames go to every session ``admit(session, key)`` accepts
+        (``system-event``) instead of to subscribers."""
+        from .shared import BroadcastChannel
+
+        channel = BroadcastChannel(self, name, admit)
+        self._channels[name] = channel
+        return channel
+
+    def shared_channels(self) -> list[SharedChannel]:
+        from .shared import SharedChannel
+
+        return [c for c in self._channels.values() if isinstance(c, SharedChannel)]
+
+    def _shared_or_none(self, name: str) -> SharedChannel | None:
+        from .shared import SharedChannel
+
+        channel = self._channels.get(name)
+        return channel if isinstance(channel, SharedChannel) else None
+
+    def deliver(self, name: str, offset: int, epoch: str, key: str | None, text: str) -> int:
+        """A positioned frame from the broker: record it and queue it for local subscribers."""
+        channel = self._shared_or_none(name)
+        return 0 if channel is None else channel.deliver(offset, epoch, key, text)
+
+    def deliver_local(self, name: str, open_text: str, key: str | None) -> int:
+        """A frame the broker could not carry: deliver it here without a position."""
+        channel = self._shared_or_none(name)
+        return 0 if channel is None else channel.deliver_unpositioned(open_text, key)
+
+    def load_latest(self, name: str, values: dict[str, str]) -> None:
+        """Latest values of a latest-value channel as the broker holds them."""
+        channel = self._shared_or_none(name)
+        if channel is not None:
+            channel.values.update(values)
+
+    def serve(self, kind: str, handler: RequestHandler) -> None:
+        """Answer requests of ``kind`` routed to this gateway (``vm-control``)."""
+        self._serving[kind] = handler
+
+    async def handle(self, kind: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Run a request routed here by the broker."""
+        handler = self._serving.get(kind)
+        if handler is None:
+            raise LookupError(f"no handler for requests of kind {kind!r}")
+        return await handler(key, data)
+
+    async def route(self, kind: str, key: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Ask the broker to run a request on the gateway that owns ``key``; None means
+        "handle it here" (no broker, or this gateway owns it)."""
+        broker = self.broker
+        if broker is None:
+            return None
+        return await broker.request(kind, key, data)
