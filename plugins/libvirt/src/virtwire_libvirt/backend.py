@@ -17,7 +17,6 @@ from . import sampling
 from .eventloop import ensure_event_loop
 from .settings import LibvirtSettings
 from .states import (
-    ACTION_EVENTS,
     EVENT_STATES,
     RESUMED,
     UNDEFINED,
@@ -28,10 +27,6 @@ from .stats import MIN_WINDOW, Rates, Sample
 
 T = TypeVar("T")
 
-#: How long a control action's user stays attached to the event it should cause.
-PENDING_TTL = 60.0
-#: Control actions per VM waiting for their event (older ones are forgotten).
-PENDING_MAX = 32
 #: A REBOOT event this soon after the backend reported the reboot itself is the same one.
 REBOOT_DEDUP = 3.0
 #: Lifecycle events waiting to be reported; beyond this the backend re-syncs instead.
@@ -77,7 +72,6 @@ class LibvirtBackend:
         self._ticker: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
-        self._pending: dict[str, list[tuple[str, str, float]]] = {}
         self._reboot_reported: dict[str, float] = {}
         self._watching = False
         #: Set while connected / while the hypervisor is unreachable.
@@ -170,13 +164,8 @@ class LibvirtBackend:
     async def control(
         self, vm_id: str, action: str, *, force: bool = False, user_id: str | None = None
     ) -> None:
+        # user_id is not needed: the core attributes the event this action causes.
         conn = self._require(vm_id)
-        event = ACTION_EVENTS[action]
-        if user_id is not None:
-            entries = self._pending.setdefault(vm_id, [])
-            now = time.monotonic()
-            entries[:] = [e for e in entries if e[2] > now][-(PENDING_MAX - 1) :]
-            entries.append((event, user_id, now + PENDING_TTL))
         waiter: asyncio.Future[None] | None = None
         if action == "stop" and not force and self.settings.shutdown_timeout > 0:
             waiter = self._wait_for(vm_id, "vm-stopped")
@@ -184,11 +173,9 @@ class LibvirtBackend:
         try:
             await self._call(conn, self._act_sync, conn, vm_id, action, force, vm_id=vm_id)
         except VirtwireError:
-            self._unclaim(vm_id, event, user_id)
             self._drop_waiter(vm_id, waiter)
             raise
         except Exception as exc:
-            self._unclaim(vm_id, event, user_id)
             self._drop_waiter(vm_id, waiter)
             raise VirtwireError(
                 f"VM_{action.upper()}_FAILED",
@@ -196,8 +183,8 @@ class LibvirtBackend:
                 vm_id=vm_id,
                 details=_describe(exc),
             ) from exc
-        if event == "vm-rebooted":
-            self._report_reboot(vm_id, started, user_id)
+        if action in ("restart", "reset"):
+            self._report_reboot(vm_id, started)
         if waiter is not None:
             try:
                 await asyncio.wait_for(waiter, self.settings.shutdown_timeout)
@@ -216,15 +203,14 @@ class LibvirtBackend:
         dom = sampling.lookup(conn, vm_id, self.settings.vm_id)
         sampling.run_action(dom, action, force)
 
-    def _report_reboot(self, vm_id: str, since: float, user_id: str | None) -> None:
+    def _report_reboot(self, vm_id: str, since: float) -> None:
         """restart/reset: drivers that send no REBOOT event (the test driver) still get
         their ``vm-rebooted``; one that came already is not reported twice."""
         if self._reboot_reported.get(vm_id, 0.0) >= since:
             return
-        self._claim(vm_id, "vm-rebooted")
         self._reboot_reported[vm_id] = time.monotonic()
         assert self._events is not None
-        self._events.event("vm-rebooted", vm_id, level="info", user_id=user_id)
+        self._events.event("vm-rebooted", vm_id, level="info")
         self._spawn(self._refresh(vm_id))
 
     # -- events from libvirt (the event thread) ------------------------------------------
@@ -264,8 +250,7 @@ class LibvirtBackend:
                 self._lifecycle[vm_id] = EVENT_STATES.get(event, previous or "unknown")
             if mapped is not None:
                 name, level = mapped
-                user = self._claim(vm_id, name)
-                self._events.event(name, vm_id, level=level, user_id=user)
+                self._events.event(name, vm_id, level=level)
                 self._wake(vm_id, name)
             if kind == "lifecycle" and event == UNDEFINED:
                 self._forget(vm_id)
@@ -291,28 +276,7 @@ class LibvirtBackend:
         if self._known.pop(vm_id, None) is not None:
             self._events.removed(vm_id)
 
-    # -- user attribution and waiters --------------------------------------------------
-    def _claim(self, vm_id: str, event: str) -> str | None:
-        entries = self._pending.get(vm_id)
-        if not entries:
-            return None
-        now = time.monotonic()
-        entries[:] = [e for e in entries if e[2] > now]
-        for i, (name, user, _) in enumerate(entries):
-            if name == event:
-                del entries[i]
-                return user
-        return None
-
-    def _unclaim(self, vm_id: str, event: str, user_id: str | None) -> None:
-        entries = self._pending.get(vm_id)
-        if user_id is None or not entries:
-            return
-        for i, (name, user, _) in enumerate(entries):
-            if name == event and user == user_id:
-                del entries[i]
-                return
-
+    # -- waiters --------------------------------------------------------------------
     def _wait_for(self, vm_id: str, event: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(vm_id, []).append((event, fut))
