@@ -62,6 +62,14 @@ class SharedChannel(Channel):
             self.values[key] = text
         return self.publish_text(text, key)
 
+    def sync(self, epoch: str, offset: int) -> None:
+        """Take the broker's position (at start, or after it lost its history): frames up to
+        ``offset`` of ``epoch`` are in the broker's history, not in this gateway's."""
+        if epoch != self.epoch:
+            self.history.clear()
+            self.epoch = epoch
+            self.offset = offset
+
     def deliver_unpositioned(self, open_text: str, key: str | None) -> int:
         """A frame the broker could not carry (it is down): local subscribers still get it."""
         text = open_text + "}"

@@ -290,8 +290,15 @@ class RedisBroker:
             if channel.latest:
                 values = await self.redis.hgetall(self.names.latest(channel.name))
                 hub.load_latest(channel.name, values)
-            if channel.offset:
-                await self._refill(channel.name, channel.offset, channel.epoch)
+            meta = await self.redis.hgetall(self.names.meta(channel.name))
+            if not meta:
+                continue
+            epoch, offset = meta["e"], int(meta["s"])
+            if epoch == channel.epoch:
+                if offset > channel.offset:
+                    await self._refill(channel.name, channel.offset, channel.epoch)
+            else:
+                channel.sync(epoch, offset)
 
     async def _refill(self, name: str, after: int, epoch: str) -> None:
         held = await self.history(name, after)
