@@ -31,25 +31,14 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -
 
 
 def test_generated_projects_install_are_listed_and_pass_their_tests(
-    tmp_path: Path, virtwire_bin: str, cli_env: dict[str, str]
+    tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    projects = []
-    for kind in KINDS:
-        name = f"demo-{kind}"
-        out = _run([virtwire_bin, "new-plugin", name, "--kind", kind], tmp_path, cli_env)
-        path = tmp_path / f"virtwire-{name}"
-        assert str(path) in out
-        assert {p.name for p in path.iterdir()} == {"pyproject.toml", "README.md", "src", "tests"}
-        assert (
-            f'{name} = "virtwire_{name.replace("-", "_")}"' in (path / "pyproject.toml").read_text()
-        )
-        projects.append(path)
-
-    # one fresh virtualenv for all of them: the core from this workspace, the same versions of
-    # its dependencies as here (uv's cache has them)
+    # a fresh virtualenv with the core built from this workspace (a wheel, as users get it) and
+    # the same versions of its dependencies as here (uv's cache has them)
     uv = _uv()
     env = {k: v for k, v in cli_env.items() if not k.startswith(("VIRTUAL_ENV", "UV_PROJECT"))}
     venv = tmp_path / "venv"
+    python = str(venv / "bin" / "python")
     _run([uv, "venv", "-q", "--python", sys.executable, str(venv)], tmp_path, env)
     frozen = _run([uv, "pip", "freeze", "--python", sys.executable], tmp_path, env)
     pins = [
@@ -58,13 +47,30 @@ def test_generated_projects_install_are_listed_and_pass_their_tests(
         if line and not line.startswith(("-e", "virtwire")) and " @ " not in line
     ]
     (tmp_path / "pins.txt").write_text("\n".join(pins) + "\n")
-    install = [
-        uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
-        "-c", str(tmp_path / "pins.txt"), "-e", f"{ROOT / 'core'}[testing]", *map(str, projects),
-    ]  # fmt: skip
-    offline = subprocess.run([*install, "--offline"], env=env, capture_output=True, check=False)
-    if offline.returncode != 0:  # the cache lacks an index page: let uv fetch it
-        _run(install, tmp_path, env)
+
+    def install(*targets: str) -> None:
+        cmd = [uv, "pip", "install", "-q", "--python", python, "-c", str(tmp_path / "pins.txt")]
+        offline = subprocess.run(
+            [*cmd, "--offline", *targets], env=env, capture_output=True, check=False
+        )
+        if offline.returncode != 0:  # the cache lacks an index page: let uv fetch it
+            _run([*cmd, *targets], tmp_path, env)
+
+    install(f"{ROOT / 'core'}[testing]")
+
+    projects = []
+    for kind in KINDS:
+        name = f"demo-{kind}"
+        out = _run(
+            [str(venv / "bin" / "virtwire"), "new-plugin", name, "--kind", kind], tmp_path, env
+        )
+        path = tmp_path / f"virtwire-{name}"
+        assert str(path) in out
+        assert {p.name for p in path.iterdir()} == {"pyproject.toml", "README.md", "src", "tests"}
+        entry_point = f'{name} = "virtwire_{name.replace("-", "_")}"'
+        assert entry_point in (path / "pyproject.toml").read_text()
+        projects.append(path)
+    install(*map(str, projects))
 
     listed = json.loads(_run([str(venv / "bin" / "virtwire"), "plugins", "--json"], tmp_path, env))
     rows = {r["name"]: r for r in listed}
@@ -77,11 +83,7 @@ def test_generated_projects_install_are_listed_and_pass_their_tests(
     assert "register_handlers" in rows["demo-handler"]["hooks"]
 
     for path in projects:  # each with its own pytest configuration (asyncio_mode = "auto")
-        out = _run(
-            [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-            path,
-            env,
-        )
+        out = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], path, env)
         assert " passed" in out and "failed" not in out
 
 

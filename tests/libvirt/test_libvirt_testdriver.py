@@ -8,7 +8,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from lv_helpers import backend_of, is_status, libvirt_server
-from virtwire.errors import ConfigError
+from virtwire.errors import ConfigError, VmNotFound
 
 DOMAINS_XML = """<?xml version="1.0"?>
 <node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
@@ -216,3 +216,13 @@ def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="stats_interval"):
         settings.plugin("libvirt", LibvirtSettings)
     assert LibvirtSettings().uri == "test:///default"
+
+
+async def test_vm_addresses_for_ssh_terminals() -> None:
+    """The addresses the ssh plugin uses when its config names none (the test driver reports
+    192.168.122.3 on its interface)."""
+    async with libvirt_server() as server:
+        backend = backend_of(server)
+        assert await backend.vm_addresses("test") == ["192.168.122.3"]
+        with pytest.raises(VmNotFound):
+            await backend.vm_addresses("no-such-vm")

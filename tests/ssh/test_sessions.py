@@ -130,7 +130,7 @@ async def test_observers_and_writers(tmp_path: Path) -> None:
             # the owner's disconnect ends it for everyone
             await owner.request("terminal-disconnect", {"vmId": "vm-1", "sessionId": sid})
             closed = await owner.expect("terminal-closed")
-            assert closed["data"]["reason"] == "disconnected"
+            assert closed["data"]["reason"] == "client-disconnect"
 
 
 async def test_several_terminals_on_one_connection(tmp_path: Path) -> None:

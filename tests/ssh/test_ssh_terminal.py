@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import virtwire_ssh
 from sshkit import Sshd, asyncssh_server, read_until
+from virtwire import VmNotFound, hookimpl
+from virtwire.backends import VmStatus
 from virtwire.testing import RunningServer, free_port, run_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -265,3 +267,85 @@ async def test_credentials_never_reach_the_logs(
     key_body = sshd.client_key.splitlines()[1]
     for secret in (secret_password, key_body, ticket):  # ...without their secrets
         assert secret not in logs
+
+
+async def test_known_hosts_default_to_the_plugin_state_directory() -> None:
+    async with asyncssh_server() as (port, key):
+        config = {"plugins": {"ssh": {"hosts": {"vm-1": f"127.0.0.1:{port}"}}}}
+        async with (
+            run_server(plugins=[("ssh", virtwire_ssh)], config=config) as server,
+            server.client() as client,
+        ):
+            reply = await client.request(
+                "terminal-connect",
+                {
+                    "vmId": "vm-1",
+                    "type": "ssh",
+                    "credentials": {"username": "alice", "password": "correct horse"},
+                },
+            )
+            assert reply["type"] == "terminal-connect-response"
+            known = server.state_dir / "plugins" / "ssh" / "known_hosts"
+            public = key.export_public_key("openssh").decode().split()[1]
+            assert f"[127.0.0.1]:{port} ssh-ed25519 {public}" in known.read_text()
+            assert known.stat().st_mode & 0o777 == 0o600
+
+
+class _AddressedBackend:
+    """A hypervisor backend of a third-party plugin that knows where its VMs' SSH servers
+    are (as the libvirt backend does from the domains' interfaces)."""
+
+    name = "lab"
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def start(self, events: Any) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def list_vms(self) -> list[VmStatus]:
+        return [VmStatus(vmId="lab-1", status="running")]
+
+    async def get_vm(self, vm_id: str) -> VmStatus:
+        if vm_id != "lab-1":
+            raise VmNotFound(vm_id)
+        return VmStatus(vmId=vm_id, status="running")
+
+    async def control(self, vm_id: str, action: str, **kw: Any) -> None:
+        pass
+
+    def set_watching(self, watching: bool) -> None:
+        pass
+
+    async def vm_addresses(self, vm_id: str) -> list[str]:
+        return [self.address]
+
+
+async def test_address_from_the_vms_backend(tmp_path: Path) -> None:
+    async with asyncssh_server() as (port, _key):
+        backend = _AddressedBackend(f"127.0.0.1:{port}")
+
+        class LabPlugin:
+            @hookimpl
+            def register_backends(self, register: Any) -> None:
+                register(backend)
+
+        config = {"plugins": {"ssh": {"known_hosts": str(tmp_path / "known_hosts")}}}
+        plugins: list[Any] = [("ssh", virtwire_ssh), ("lab", LabPlugin())]
+        async with (
+            run_server(plugins=plugins, config=config) as server,
+            server.client() as client,
+        ):
+            credentials = {"username": "alice", "password": "correct horse"}
+            reply = await client.request(
+                "terminal-connect", {"vmId": "lab-1", "type": "ssh", "credentials": credentials}
+            )
+            assert reply["type"] == "terminal-connect-response", reply
+            await read_until(client, "welcome alice")
+            reply = await client.request(
+                "terminal-connect", {"vmId": "lab-2", "type": "ssh", "credentials": credentials}
+            )
+            assert reply["data"]["code"] == "VM_NOT_FOUND"

@@ -356,7 +356,7 @@ class TerminalManager:
             details={"sessionId": session_id},
         )
 
-    async def close_all(self, reason: str = "shutdown") -> None:
+    async def close_all(self, reason: str = "gateway-shutdown") -> None:
         for terminal in list(self.terminals.values()):
             terminal.close(reason)
         if self.closing:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from ..consoles import find_transport
+from ..consolesessions import REASON_CLIENT, REASON_SHUTDOWN
 from ..errors import ErrorCode, VirtwireError
 from ..hookspecs import hookimpl
 from ..terminals import ManagedTerminal, Mode, TerminalManager, Viewer
@@ -288,7 +289,7 @@ class TerminalHandlers:
         assert terminal is not None
         reply = {"vmId": terminal.vm_id, "sessionId": terminal.id}
         if viewer.mode is Mode.OWNER:
-            await terminal.close("disconnected")
+            await terminal.close(REASON_CLIENT)
         else:
             sub = session.subscriptions.pop(viewer.key, None)
             if sub is not None:
@@ -313,4 +314,4 @@ def register_routes(register: Any, gateway: Gateway) -> None:
 
 @hookimpl
 def shutdown(gateway: Gateway) -> Any:
-    return gateway.terminals.close_all("shutdown")
+    return gateway.terminals.close_all(REASON_SHUTDOWN)

@@ -333,6 +333,13 @@ class LibvirtBackend:
             details=details or self._last_error or self.state.value,
         )
 
+    async def vm_addresses(self, vm_id: str) -> list[str]:
+        """The domain's IP addresses, IPv4 first (``addresses.domain_addresses``): where the
+        ssh plugin finds a VM's SSH server when its config names none."""
+        from .addresses import domain_addresses
+
+        return await self.run(domain_addresses, vm_id, self.settings.vm_id, vm_id=vm_id)
+
     async def run(self, fn: Callable[..., T], *args: Any, vm_id: str | None = None) -> T:
         """Run the blocking ``fn(conn, *args)`` on the current libvirt connection, off the
         event loop and bounded by ``call_timeout``: the one way console transports and other

@@ -328,7 +328,7 @@ class SerialTransport:
 
     async def close(self) -> None:
         for console in list(self.consoles.values()):
-            await console.close("shutdown")
+            await console.close("gateway-shutdown")
 
 
 __all__ = ["ConsoleStream", "SerialTerminal", "SerialTransport"]

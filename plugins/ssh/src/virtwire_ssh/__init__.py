@@ -22,9 +22,7 @@ def register_settings(register: Any) -> None:
 
 @hookimpl
 def register_consoles(register: Any, gateway: Any) -> None:
-    from virtwire.config import state_dir
-
     from .transport import SshTransport
 
     settings: SshSettings = gateway.plugin_config(NAME)
-    register(SshTransport(settings, gateway, state_dir()))
+    register(SshTransport(settings, gateway))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,16 @@ def host_pattern(host: str, port: int) -> str:
 class KnownHosts:
     """An OpenSSH-format known-hosts file that ``accept-new`` appends to."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | Callable[[], Path]) -> None:
+        self._path = path
         self._lock = asyncio.Lock()
+
+    @property
+    def path(self) -> Path:
+        """The file (a default location is found, and its directory made, on first use)."""
+        if callable(self._path):
+            self._path = self._path()
+        return self._path
 
     def _read(self) -> str:
         try:

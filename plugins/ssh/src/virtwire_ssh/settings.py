@@ -22,7 +22,8 @@ class SshSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Host keys: "strict" (only keys already in the known-hosts file), "accept-new" (a host
     #: seen for the first time is remembered; a changed key is refused), "off" (no checking).
     host_key_policy: Literal["strict", "accept-new", "off"] = "accept-new"
-    #: The known-hosts file (OpenSSH format); default: ssh_known_hosts in the state directory.
+    #: The known-hosts file (OpenSSH format); default: the plugin's state directory's
+    #: ``known_hosts`` (``<state dir>/plugins/ssh/known_hosts``).
     known_hosts: str | None = None
     #: Seconds to reach the host and finish the SSH handshake and authentication.
     connect_timeout: float = 15.0

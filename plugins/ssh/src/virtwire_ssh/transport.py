@@ -75,11 +75,13 @@ class SshTransport:
     name = "ssh"
     kinds = KINDS
 
-    def __init__(self, settings: SshSettings, gateway: Any, state_dir: Path) -> None:
+    def __init__(self, settings: SshSettings, gateway: Any) -> None:
         self.settings = settings
         self.addresses = AddressBook(settings, gateway)
         self.known = KnownHosts(
-            Path(settings.known_hosts) if settings.known_hosts else state_dir / "ssh_known_hosts"
+            Path(settings.known_hosts)
+            if settings.known_hosts
+            else lambda: gateway.state_dir("ssh") / "known_hosts"
         )
         self.log = gateway.log.bind(plugin="ssh")
 
