@@ -188,3 +188,90 @@ async def until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(interval)
+
+
+class DirBackend:
+    """A hypervisor several processes share: one JSON file per VM in a directory. Control
+    actions rewrite the file (and are logged to ``controls.log`` with the gateway's name); a
+    poller reports changes like hypervisor events."""
+
+    name = "dir"
+    REACHED: ClassVar[dict[str, str]] = {
+        "running": "vm-started",
+        "paused": "vm-paused",
+        "stopped": "vm-stopped",
+    }
+
+    def __init__(self, directory: Path, gateway_name: str, poll: float = 0.05) -> None:
+        self.dir = directory
+        self.gateway_name = gateway_name
+        self.poll = poll
+        self.events: Any = None
+        self.known: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def _read(self) -> dict[str, str]:
+        return {p.stem: p.read_text().strip() for p in self.dir.glob("*.vm")}
+
+    async def start(self, events: Any) -> None:
+        self.events = events
+        self.known = self._read()
+        self._task = asyncio.create_task(self._poller())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def list_vms(self) -> list[VmStatus]:
+        return [VmStatus(vmId=v, status=s) for v, s in self._read().items()]
+
+    async def get_vm(self, vm_id: str) -> VmStatus:
+        state = self._read().get(vm_id)
+        if state is None:
+            raise VmNotFound(vm_id)
+        return VmStatus(vmId=vm_id, status=state)
+
+    async def control(
+        self, vm_id: str, action: str, *, force: bool = False, user_id: str | None = None
+    ) -> None:
+        if vm_id not in self._read():
+            raise VmNotFound(vm_id)
+        with (self.dir / "controls.log").open("a") as log:
+            log.write(f"{self.gateway_name} {vm_id} {action} {user_id}\n")
+        tmp = self.dir / f".{vm_id}.tmp"
+        tmp.write_text(Hypervisor.STATES[action])
+        tmp.replace(self.dir / f"{vm_id}.vm")
+
+    def set_watching(self, watching: bool) -> None:
+        pass
+
+    async def _poller(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            now = self._read()
+            for vm_id, state in now.items():
+                before = self.known.get(vm_id)
+                if before != state:
+                    self.events.status(VmStatus(vmId=vm_id, status=state))
+                    if before == "paused" and state == "running":
+                        self.events.event("vm-resumed", vm_id)
+                    elif state in self.REACHED:
+                        self.events.event(self.REACHED[state], vm_id)
+            self.known = now
+
+
+class DirPlugin:
+    def __init__(self, directory: Path, gateway_name: str) -> None:
+        self.directory = directory
+        self.gateway_name = gateway_name
+
+    @hookimpl
+    def register_backends(self, register: Any, gateway: Any) -> None:
+        register(DirBackend(self.directory, self.gateway_name))
+
+
+def controls(directory: Path) -> list[str]:
+    log = directory / "controls.log"
+    return log.read_text().splitlines() if log.exists() else []
