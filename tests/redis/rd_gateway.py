@@ -1,6 +1,6 @@
 """A gateway in its own process (so that a test can kill it): the Redis plugin and a DirBackend.
 
-    python rd_gateway.py PORT REDIS_URL PREFIX DIRECTORY NAME OWNER_LEASE
+python rd_gateway.py PORT REDIS_URL PREFIX DIRECTORY NAME OWNER_LEASE
 """
 
 from __future__ import annotations

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rd_kit import Hypervisor, RedisServer, fresh_prefix, gateway
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
 
 
 async def test_status_from_a_reaches_subscribers_on_b_and_c(redis_server: RedisServer) -> None:
@@ -45,6 +54,26 @@ async def test_status_from_a_reaches_subscribers_on_b_and_c(redis_server: RedisS
                 assert health["broker"]["state"] == "connected"
             health_a = (await http.get(f"{a.http_url}/healthz")).json()["broker"]
             assert health_a["owned"] == 2 and health_a["published"] >= 2
+
+            # /metrics of every gateway shows the traffic it carried
+            for server in (a, b, c):
+                token = server.token("ops", ["metrics:read"])
+                reply = await http.get(
+                    f"{server.http_url}/metrics", headers={"Authorization": f"Bearer {token}"}
+                )
+                got = samples(reply.text)
+                # two current values and one push, to one subscriber on each gateway
+                assert got[("virtwire_frames_out_total", (("type", "vm-status"),))] >= 3
+                assert got[("virtwire_frames_out_total", (("type", "system-event"),))] == 1
+                assert got[("virtwire_frames_in_total", (("type", "subscribe"),))] == 1
+                assert got[("virtwire_broker_connected", (("broker", "redis"),))] == 1
+                assert got[("virtwire_broker_lag_seconds_count", ())] >= 2  # the push, the event
+            events = {
+                dict(labels)["event"]: value
+                for (name, labels), value in samples(reply.text).items()  # C's scrape
+                if name == "virtwire_broker_events_total"
+            }
+            assert events["received"] >= 2 and events["published"] == 0
 
 
 async def test_vm_control_sent_to_c_runs_on_the_owner_a(redis_server: RedisServer) -> None:

@@ -41,17 +41,15 @@ async def test_a_killed_gateways_vms_are_taken_over(
     (vms / "alpha.vm").write_text("running")
     prefix = fresh_prefix()
     port_a = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "rd_gateway.py"),
-            str(port_a),
-            redis_server.url,
-            prefix,
-            str(vms),
-            "A",
-            str(LEASE),
-        ],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "rd_gateway.py"),
+        str(port_a),
+        redis_server.url,
+        prefix,
+        str(vms),
+        "A",
+        str(LEASE),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=HERE,
@@ -84,7 +82,7 @@ async def test_a_killed_gateways_vms_are_taken_over(
             assert (event["data"]["event"], event["data"]["userId"]) == ("vm-paused", "alice")
 
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            await asyncio.wait_for(proc.wait(), 10)
             # the owner is gone: a clear error, never a hang
             reply = await alice.request("vm-control", {"vmId": "alpha", "action": "resume"})
             assert reply["type"] == "error"
@@ -102,6 +100,6 @@ async def test_a_killed_gateways_vms_are_taken_over(
             event = await alice.expect("system-event")
             assert (event["data"]["event"], event["data"]["userId"]) == ("vm-resumed", "alice")
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            await asyncio.wait_for(proc.wait(), 10)

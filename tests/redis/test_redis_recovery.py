@@ -29,9 +29,7 @@ async def test_since_after_reconnecting_to_another_gateway(redis_server: RedisSe
             gateway(redis_server, prefix=prefix) as b,
             b.client() as again,
         ):
-            reply = await again.request(
-                "subscribe", {"topic": "vm-status-all", "since": position}
-            )
+            reply = await again.request("subscribe", {"topic": "vm-status-all", "since": position})
             assert reply["data"]["recovered"] is True, reply
             assert reply["data"]["epoch"] == position["epoch"]
             missed = [await again.expect("vm-status") for _ in range(2)]

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from . import __version__
@@ -20,6 +20,7 @@ from .connection import WebSocketEndpoint
 from .errors import CloseCode
 from .gateway import Gateway
 from .log import get_logger, install_redaction
+from .metrics import metrics_endpoint
 
 
 def create_app(
@@ -50,6 +51,9 @@ def create_app(
         body["broker"] = broker.health() if broker is not None else {"name": "memory"}
         return JSONResponse(body, status_code=200 if gateway.started else 503)
 
+    async def metrics(request: Request) -> Response:
+        return await metrics_endpoint(gateway, request)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.startup()
@@ -61,6 +65,7 @@ def create_app(
     routes = [
         WebSocketRoute("/ws", WebSocketEndpoint(gateway)),
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
         *gateway.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -244,6 +244,8 @@ class Connection:
         except VirtwireError as exc:
             self._error(exc, _salvage_id(text))
             return
+        known = frame.type in self.gateway.handlers or frame.type in ("auth", "ping")
+        self.gateway.hub.metrics.frames_in.labels(frame.type if known else "unknown").inc()
         if not self.limiter.allow():
             self._error(
                 VirtwireError(

@@ -67,6 +67,7 @@ class Gateway:
         self.owners: dict[str, str] = {}  # handler type / topic name -> plugin
         self.started = False
         self.pm_has_authorize = False
+        self.hub.metrics.attach(self)
 
     # -- building ----------------------------------------------------------------------
     def load_plugins(

@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from .protocol import encode
 
 if TYPE_CHECKING:
     from .broker import Broker, RequestHandler
+    from .metrics import Metrics
     from .shared import BroadcastChannel, SharedChannel
 
 Accept = Callable[[Hashable], bool]
@@ -51,6 +53,7 @@ class Outbox:
         "direct",
         "max_bytes",
         "max_messages",
+        "metrics",
         "on_overflow",
         "overflowed",
         "queued_bytes",
@@ -75,6 +78,8 @@ class Outbox:
         #: Optional synchronous writer used while the queue is empty and the writer idle
         #: (see virtwire.fastpath); returns False when it cannot write now.
         self.direct: Callable[[str], bool] | None = None
+        #: Counts coalesced frames when set (virtwire.metrics).
+        self.metrics: Metrics | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -123,6 +128,8 @@ class Outbox:
         if slot is not None:
             self.queued_bytes += len(text) - len(slot.text)
             slot.text = text
+            if self.metrics is not None:
+                self.metrics.coalesced.inc()
             return True
         if self._waiter is not None and self.direct is not None and self.direct(text):
             return True
@@ -214,6 +221,9 @@ class Channel:
     when the last leaves: producers (samplers, tailers, pollers) start and stop with it.
     """
 
+    #: Set by the hub: fan-out time and frames out are counted (virtwire.metrics).
+    metrics: Metrics | None = None
+
     def __init__(self, name: str, *, latest: bool = False) -> None:
         self.name = name
         self.latest = latest
@@ -250,7 +260,15 @@ class Channel:
         ``key``. Returns how many outboxes took it."""
         if not self._subscribers:
             return 0
-        return self.publish_text(encode(type_, data), key)
+        text = encode(type_, data)
+        metrics = self.metrics
+        if metrics is None:
+            return self.publish_text(text, key)
+        start = perf_counter()
+        delivered = self.publish_text(text, key)
+        metrics.fanout.observe(perf_counter() - start)
+        metrics.frames_out.labels(type_).inc(delivered)
+        return delivered
 
     def publish_text(self, text: str, key: Hashable = None) -> int:
         delivered = 0
@@ -268,7 +286,13 @@ class Channel:
     def send_to(self, outbox: Outbox, type_: str, data: Any, key: Hashable = None) -> bool:
         """Queue one frame for one subscriber through this channel's coalescing (used for
         the current value a new subscriber gets first)."""
-        text = encode(type_, data)
+        if self.metrics is not None:
+            self.metrics.frames_out.labels(type_).inc()
+        return self.send_text(outbox, encode(type_, data), key)
+
+    def send_text(self, outbox: Outbox, text: str, key: Hashable = None) -> bool:
+        """:meth:`send_to` for a frame already encoded (a latest value another gateway
+        published)."""
         if self.latest:
             return outbox.put_latest((self.name, key), text)
         return outbox.put(text)
@@ -290,12 +314,17 @@ class Hub:
         #: Frames kept per shared channel for ``since`` recovery.
         self.history_size = history_size
         self._serving: dict[str, RequestHandler] = {}
+        from .metrics import Metrics
+
+        #: Prometheus metrics of this gateway (``/metrics``).
+        self.metrics = Metrics()
 
     def channel(self, name: str, *, latest: bool = False) -> Channel:
         """Get or create the channel ``name``."""
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = Channel(name, latest=latest)
+            channel.metrics = self.metrics
         return channel
 
     def discard(self, channel: Channel) -> bool:
@@ -323,6 +352,7 @@ class Hub:
         channel = self._channels.get(name)
         if not isinstance(channel, SharedChannel):
             channel = SharedChannel(self, name, latest=latest)
+            channel.metrics = self.metrics
             self._channels[name] = channel
         return channel
 
@@ -334,6 +364,7 @@ class Hub:
         from .shared import BroadcastChannel
 
         channel = BroadcastChannel(self, name, admit)
+        channel.metrics = self.metrics
         self._channels[name] = channel
         return channel
 

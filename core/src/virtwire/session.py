@@ -46,6 +46,7 @@ class Session:
         self.principal: Principal | None = None
         server = gateway.settings.server
         self.outbox = Outbox(server.send_queue_bytes, server.send_queue_messages, self._overflow)
+        self.outbox.metrics = gateway.hub.metrics
         self.subscriptions: dict[Hashable, Subscription] = {}
         self.finished = asyncio.Event()
         #: Set by the connection: ends the connection now (used when the client overflowed).
@@ -60,6 +61,7 @@ class Session:
 
     def send(self, type_: str, data: Any, id_: Id | None = None) -> bool:
         """Queue one frame. Returns False if the connection is closing or overflowed."""
+        self.gateway.hub.metrics.frames_out.labels(type_).inc()
         return self.outbox.put(encode(type_, data, id_))
 
     def send_error(self, error: VirtwireError, id_: Id | None = None) -> bool:
@@ -102,6 +104,7 @@ class Session:
 
     def _overflow(self) -> None:
         self.log.warning("client too slow; closing", code=CloseCode.SLOW_CONSUMER)
+        self.gateway.hub.metrics.overflows.inc()
         if self.close_code is None:
             self.close_code = CloseCode.SLOW_CONSUMER
             self.close_reason = self.gateway.catalogue("close.slow_consumer")

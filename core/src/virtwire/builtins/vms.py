@@ -342,7 +342,9 @@ class VmStatusTopic:
                 if current is not None:
                     channel.send_to(outbox, "vm-status", current, key=vid)
                 elif (text := registry.remote(vid)) is not None:
-                    outbox.put_latest((CHANNEL, vid), text)
+                    channel.send_text(outbox, text, key=vid)
+                    if channel.metrics is not None:
+                        channel.metrics.frames_out.labels(CHANNEL).inc()
 
         reply: dict[str, Any] = {"vmId": vm_id} if vm_id is not None else {"count": len(vm_ids)}
         return Subscription.to_channel(

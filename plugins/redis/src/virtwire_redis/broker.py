@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,7 @@ class RedisBroker:
         lease = int(settings.owner_lease * 1000)
         pipe = self.redis.pipeline(transaction=False)
         new_epoch = secrets.token_hex(4)
+        sent = f"{time.time():.6f}"
         fresh = set()
         for channel, open_text, key in batch:
             owned = key is not None and channel in self._owned_channels
@@ -210,11 +212,14 @@ class RedisBroker:
                     "1" if owned else "0",
                     lease,
                     names.channel(channel),
+                    sent,
                 ],
                 client=pipe,
             )
+        start = time.perf_counter()
         try:
             results = await pipe.execute(raise_on_error=False)
+            hub.metrics.broker_publish.observe(time.perf_counter() - start)
         except (RedisError, OSError) as exc:
             self._disconnected(exc)
             for channel, open_text, key in batch:
@@ -325,6 +330,7 @@ class RedisBroker:
             # frames in between never reached this gateway: take them from the stream first
             await self._refill(name, channel.offset, channel.epoch)
         self.counters["received"] += 1
+        hub.metrics.broker_lag.observe(max(0.0, time.time() - msg.sent))
         hub.deliver(name, msg.offset, msg.epoch, msg.key, msg.text)
 
     # -- history -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 #: KEYS: meta hash, stream, latest hash, owner key (or "")
 #: ARGV: origin node, key as JSON, key (or ""), open frame text, history size,
 #:       ttl (ms), new epoch? (0/1), new epoch value, latest? (0/1), owned? (0/1),
-#:       lease (ms), PUB/SUB channel
+#:       lease (ms), PUB/SUB channel, publish time (Unix seconds, for the lag)
 #: Returns {offset, epoch}, or {0, owner} when another gateway owns the key.
 PUBLISH = """
 if ARGV[10] == '1' then
@@ -30,7 +30,7 @@ if ARGV[9] == '1' and ARGV[3] ~= '' then
   redis.call('PEXPIRE', KEYS[3], ARGV[6])
 end
 redis.call('PUBLISH', ARGV[12],
-  ARGV[1] .. '\\n' .. offset .. '\\n' .. epoch .. '\\n' .. ARGV[2] .. '\\n' .. text)
+  ARGV[1] .. '\\n' .. ARGV[13] .. '\\n' .. offset .. '\\n' .. epoch .. '\\n' .. ARGV[2] .. '\\n' .. text)
 return {offset, epoch}
 """
 

@@ -1,6 +1,7 @@
 """Names of Redis keys and channels, and the PUB/SUB payload of a frame.
 
-A frame crosses Redis as ``origin\\noffset\\nepoch\\nkey-as-JSON\\nframe-text``: the frame text
+A frame crosses Redis as ``origin\\nsent\\noffset\\nepoch\\nkey-as-JSON\\nframe-text``
+(``sent``: Unix time of the publish, for the lag metric): the frame text
 is the exact text clients receive (it was encoded once, by the gateway that published it).
 """
 
@@ -45,6 +46,7 @@ class Names:
 
 class Message(NamedTuple):
     origin: str
+    sent: float
     offset: int
     epoch: str
     key: str | None
@@ -60,5 +62,5 @@ def decode_key(raw: str) -> str | None:
 
 
 def parse(payload: str) -> Message:
-    origin, offset, epoch, key, text = payload.split("\n", 4)
-    return Message(origin, int(offset), epoch, decode_key(key), text)
+    origin, sent, offset, epoch, key, text = payload.split("\n", 5)
+    return Message(origin, float(sent), int(offset), epoch, decode_key(key), text)
