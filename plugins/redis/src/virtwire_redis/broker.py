@@ -247,8 +247,9 @@ class RedisBroker:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                channels = [names.channel(c.name) for c in hub.shared_channels()]
-                await pubsub.subscribe(names.node(self.node), *channels)
+                # every shared channel, also those created later
+                await pubsub.psubscribe(names.channel("*"))
+                await pubsub.subscribe(names.node(self.node))
                 await self._catch_up()
                 self._connected_now()
                 while True:

@@ -29,8 +29,8 @@ if ARGV[9] == '1' and ARGV[3] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[3], text)
   redis.call('PEXPIRE', KEYS[3], ARGV[6])
 end
-redis.call('PUBLISH', ARGV[12],
-  ARGV[1] .. '\\n' .. ARGV[13] .. '\\n' .. offset .. '\\n' .. epoch .. '\\n' .. ARGV[2] .. '\\n' .. text)
+redis.call('PUBLISH', ARGV[12], ARGV[1] .. '\\n' .. ARGV[13] .. '\\n' .. offset
+  .. '\\n' .. epoch .. '\\n' .. ARGV[2] .. '\\n' .. text)
 return {offset, epoch}
 """
 
