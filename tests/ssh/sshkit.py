@@ -147,6 +147,11 @@ async def _shell(process: asyncssh.SSHServerProcess[bytes]) -> None:
                 return
             if words[:1] == ["size"]:
                 process.stdout.write(f"{rows} {cols}\r\n".encode())
+            if words[:1] == ["utf8"]:  # 世 split over two writes, then an invalid byte
+                process.stdout.write(b"<" + "世".encode()[:1])
+                await process.stdout.drain()
+                await asyncio.sleep(0.05)
+                process.stdout.write("世".encode()[1:] + b">\xff!\r\n")
             process.stdout.write(b"$ ")
     process.exit(0)
 

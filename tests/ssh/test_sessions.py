@@ -133,6 +133,36 @@ async def test_observers_and_writers(tmp_path: Path) -> None:
             assert closed["data"]["reason"] == "client-disconnect"
 
 
+async def test_output_is_decoded_as_utf8_across_reads(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as server, server.client(server.token("alice")) as client:
+        await open_terminal(client)
+        await client.request("terminal-input", {"vmId": "vm-1", "input": "utf8\r"})
+        seen = await read_until(client, "!")
+        assert "<世>\ufffd!" in seen  # whole across the split; the bad byte is U+FFFD
+
+
+async def test_observer_ticket_is_read_only(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as server:
+        async with (
+            server.client(server.token("alice")) as owner,
+            server.client(server.token("bob", ["console", "console:share"])) as bob,
+        ):
+            sid = (await open_terminal(owner))["sessionId"]
+            joined = await bob.request(
+                "terminal-connect", {"vmId": "vm-1", "sessionId": sid, "output": False}
+            )
+            assert joined["data"]["mode"] == "observer"
+            async with connect(server.ws_url(joined["data"]["url"])) as raw:
+                seen = ""
+                while "welcome alice" not in seen:
+                    seen += await asyncio.wait_for(raw.recv(), 10)
+                await raw.send("typed by bob\r")  # ignored: an observer
+                await owner.request("terminal-input", {"vmId": "vm-1", "input": "by alice\r"})
+                while "by alice" not in seen:
+                    seen += await asyncio.wait_for(raw.recv(), 10)
+                assert "typed by bob" not in seen
+
+
 async def test_several_terminals_on_one_connection(tmp_path: Path) -> None:
     async with gateway(tmp_path) as server, server.client(server.token("alice")) as client:
         one = (await open_terminal(client))["sessionId"]
@@ -174,3 +204,18 @@ async def test_xterm_endpoint_with_a_ticket(tmp_path: Path) -> None:
                 await asyncio.wait_for(again.recv(), 10)
             assert again.close_code == 1008
             assert (again.close_reason or "").startswith("TICKET_USED")
+
+
+async def test_xterm_socket_closes_when_the_token_expires(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as server:
+        token = server.token("alice", ttl=2)
+        async with server.client(token) as client:
+            data = await open_terminal(client)
+            async with connect(server.ws_url(data["url"])) as raw:
+                with contextlib.suppress(ConnectionClosed):
+                    while True:  # output until the token's expiry closes it
+                        await asyncio.wait_for(raw.recv(), 10)
+                assert raw.close_code == 4001
+                assert raw.close_reason == "TOKEN_EXPIRED"
+        # the terminal itself waits, detached, for a reattach with a fresh token
+        assert len(server.gateway.terminals) == 1

@@ -97,6 +97,36 @@ async def test_large_output_arrives_whole(sshd: Sshd, tmp_path: Path) -> None:
         assert lines[-1000:] == [str(n) for n in range(149001, 150001)]
 
 
+async def test_a_stalled_observer_does_not_freeze_the_owner(sshd: Sshd, tmp_path: Path) -> None:
+    async with (
+        ssh_gateway(
+            {"vm-1": sshd.address}, tmp_path, terminal={"high_water_bytes": 65536}
+        ) as server,
+        server.client(server.token("alice")) as owner,
+        server.client(server.token("bob", ["console", "console:share"]), max_queue=1) as bob,
+    ):
+        sid = (
+            await owner.request(
+                "terminal-connect",
+                {"vmId": "vm-1", "type": "ssh", "credentials": sshd.credentials()},
+            )
+        )["data"]["sessionId"]
+        bob._reader.cancel()  # bob's page stops reading (a frozen tab)
+        await bob.send("terminal-connect", {"vmId": "vm-1", "sessionId": sid}, "j1")
+        await owner.request("terminal-input", {"vmId": "vm-1", "input": "seq 1 800000\r"})
+        tail, lines = "", 0
+        async with asyncio.timeout(60):  # the owner gets everything, to the end
+            while "\n800000\r\n" not in tail:
+                output = (await owner.expect("terminal-output"))["data"]["output"]
+                lines += output.count("\n")
+                tail = (tail + output)[-64:]
+        assert lines >= 800000
+        (terminal,) = server.gateway.terminals.terminals.values()
+        observers = [v for v in terminal.viewers if v.mode.value == "observer"]
+        assert observers and observers[0].skipped > 0  # bob missed output instead
+        bob.ws.transport.abort()  # its socket is full: no close handshake
+
+
 async def test_changed_host_key_is_refused(tmp_path: Path) -> None:
     daemon = Sshd(tmp_path / "sshd")
     daemon.workdir.mkdir()

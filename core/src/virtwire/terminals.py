@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Most bytes asked of a transport per read.
 READ_LIMIT = 64 * 1024
+#: Ticket modes remembered per terminal (tickets live 30 s: more is never needed).
+TICKET_MODES_MAX = 64
 #: Ended terminals remembered (to tell "expired" or "exited" from "unknown").
 ENDED_MAX = 1024
 
@@ -62,13 +64,21 @@ class Viewer:
     #: True for viewers that take ``terminal-output`` JSON frames (``/ws``).
     framed = False
     #: False for viewers that take no output (reading never waits for them).
-    paces = True
+    takes_output = True
 
     def __init__(self, user_id: str, mode: Mode, outbox: Outbox) -> None:
         self.user_id = user_id
         self.mode = mode
         self.outbox = outbox
         self.terminal: ManagedTerminal | None = None
+        #: Characters of output an observer missed while it was too far behind.
+        self.skipped = 0
+
+    @property
+    def paces(self) -> bool:
+        """Reading waits for the viewers who type (owner, writers): an observer that falls
+        behind (a hidden tab) must not freeze the terminal of the one using it."""
+        return self.takes_output and self.mode.can_write
 
     def output(self, text: str, frame: str) -> None:
         raise NotImplementedError
@@ -106,8 +116,9 @@ class ManagedTerminal:
         self.allow_writers = False
         self.exit_status: int | None = None
         self.reason = ""
-        #: Modes of the tickets issued for this terminal, by ticket value.
-        self.ticket_modes: dict[str, Mode] = {}
+        #: Modes of the latest tickets issued for this terminal, by ticket value (bounded; a
+        #: ticket whose entry is gone opens a read-only view).
+        self.ticket_modes: OrderedDict[str, Mode] = OrderedDict()
         self._frame_chars = config.frame_chars
         self._high = config.high_water_bytes
         self._decoder = OutputDecoder()
@@ -121,6 +132,12 @@ class ManagedTerminal:
     @property
     def attached(self) -> bool:
         return bool(self.viewers)
+
+    def grant(self, ticket: str, mode: Mode) -> None:
+        """Remember what ``ticket`` lets its holder do (see ``ticket_modes``)."""
+        self.ticket_modes[ticket] = mode
+        while len(self.ticket_modes) > TICKET_MODES_MAX:
+            self.ticket_modes.popitem(last=False)
 
     def describe(self) -> dict[str, Any]:
         return {"vmId": self.vm_id, "sessionId": self.id, "type": self.kind}
@@ -179,6 +196,9 @@ class ManagedTerminal:
                 else ""
             )
             for viewer in list(self.viewers):
+                if not viewer.paces and viewer.outbox.queued_bytes > self._high:
+                    viewer.skipped += len(piece)  # an observer too far behind misses it
+                    continue
                 viewer.output(piece, frame)
 
     # -- viewers -----------------------------------------------------------------------

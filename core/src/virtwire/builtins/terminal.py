@@ -8,6 +8,7 @@ a reattach. The transports (SSH, serial...) come from ``register_consoles``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -77,7 +78,7 @@ class WsViewer(Viewer):
         self.key: tuple[str, str] = (ATTACH_KEY, "")
         #: Takes no output (``output: false``): it only controls the terminal.
         self.quiet = quiet
-        self.framed = self.paces = not quiet
+        self.framed = self.takes_output = not quiet
 
     def output(self, text: str, frame: str) -> None:
         if not self.quiet:
@@ -151,7 +152,7 @@ class TerminalHandlers:
         ticket = self.gateway.tickets.issue(
             "terminal", principal.user_id, terminal, token_expires_at=principal.expires_at
         )
-        terminal.ticket_modes[ticket.value] = mode
+        terminal.grant(ticket.value, mode)
         viewer = WsViewer(session, mode, quiet=not output)
         viewer.key = (ATTACH_KEY, terminal.id)
         data = {
@@ -177,6 +178,15 @@ class TerminalHandlers:
             terminal.attach(viewer)
 
         return Reply(data, then=then)
+
+    async def _learn_owner(self, vm_id: str) -> None:
+        """Find which backend owns ``vm_id`` (if any does) so that transports' cheap
+        ``supports`` can tell; a VM no backend knows is fine (ssh to a configured host)."""
+        vms = getattr(self.gateway, "vms", None)
+        if vms is None or vm_id in vms.owner:
+            return
+        with contextlib.suppress(VirtwireError):
+            await vms.backend_for(vm_id)
 
     # -- handlers ----------------------------------------------------------------------
     async def connect(self, session: Session, data: ConnectData) -> Reply:
@@ -215,7 +225,8 @@ class TerminalHandlers:
             return self._join(session, terminal, mode, output=data.output)
 
         kind = data.type or "ssh"
-        transport = find_transport(self.gateway.consoles, vm_id, kind)
+        await self._learn_owner(vm_id)
+        transport = None if kind == "vnc" else find_transport(self.gateway.consoles, vm_id, kind)
         if transport is None:
             kinds = sorted({k for t in self.gateway.consoles for k in t.kinds if k != "vnc"})
             raise VirtwireError(
