@@ -22,11 +22,14 @@ if (not epoch) or ARGV[7] == '1' then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
 local text = ARGV[4] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], '0-' .. offset, 'k', ARGV[2], 't', text)
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '0-' .. offset, 'k', ARGV[2], 't', text)
 if ARGV[9] == '1' and ARGV[3] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[3], text)
+end
+if offset % 64 == 1 then
+  -- refreshing the time to live of a busy topic now and then is enough
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
   redis.call('PEXPIRE', KEYS[3], ARGV[6])
 end
 redis.call('PUBLISH', ARGV[12], ARGV[1] .. '\\n' .. ARGV[13] .. '\\n' .. offset
