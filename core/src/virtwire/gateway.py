@@ -49,6 +49,9 @@ class Gateway:
         self.handlers: dict[str, MessageHandler] = {}
         self.topics: dict[str, Topic] = {}
         self.routes: list[BaseRoute] = []
+        #: Pages a browser opens, as ``(label, path)`` (a plugin adds its own in
+        #: ``register_routes``); ``virtwire serve`` prints each with the development token.
+        self.pages: list[tuple[str, str]] = []
         self.sessions: set[Session] = set()
         #: One-time tickets of the console endpoints (``virtwire.tickets``).
         self.tickets = TicketStore(ttl=settings.consoles.ticket_ttl)
