@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import ErrorCode, VirtwireError
+from ..errors import ErrorCode, VirtwireError, invalid_field
 from ..hookspecs import hookimpl
 from ..shared import Recovery, SharedChannel
 from ..topics import Reply
@@ -27,11 +27,7 @@ _closing: set[asyncio.Future[Any]] = set()
 def _topic(session: Session, data: dict[str, Any]) -> Topic:
     name = data.get("topic")
     if not isinstance(name, str):
-        raise VirtwireError(
-            ErrorCode.INVALID_MESSAGE,
-            "invalid data.topic: Expected `str`",
-            details={"field": "data.topic", "reason": "Expected `str`"},
-        )
+        raise invalid_field("data.topic", "Expected `str`")
     topics = session.gateway.topics
     topic = topics.get(name)
     if topic is None:
@@ -73,6 +69,7 @@ async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
                 sub.start = _recovering(sub, recovery)
     elif since is not None:
         sub.reply["recovered"] = False  # this topic keeps no history
+    sub.topic = topic.name
     if session.close_code is not None:  # closed while subscribing
         await _close(session, sub)
         return Reply({"topic": topic.name, **sub.reply})
