@@ -5,6 +5,7 @@ them too."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -49,10 +50,7 @@ def qemu_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and not qmp.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if proc.poll() is None and qmp.exists():
+        if _vnc_answers(proc, 5900 + display):
             break
         proc.wait()
         proc = None
@@ -68,6 +66,19 @@ def qemu_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def _vnc_answers(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> bool:
+    """Wait until QEMU's VNC server says hello (its monitor is up by then too)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(12).startswith(b"RFB "):
+                    return True
+        except OSError:
+            time.sleep(0.05)
+    return False
 
 
 def new_cluster(**kw: object) -> Cluster:

@@ -178,7 +178,14 @@ class ManagedTerminal:
         high = self._high
         while True:
             busy = next(
-                (v for v in self.viewers if v.paces and v.outbox.queued_bytes > high), None
+                (
+                    v
+                    for v in self.viewers
+                    if v.paces
+                    and v.outbox.queued_bytes > high
+                    and not (v.outbox.closed or v.outbox.overflowed)  # leaving: not waited for
+                ),
+                None,
             )
             if busy is None:
                 return
