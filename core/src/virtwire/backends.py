@@ -21,6 +21,7 @@ STATUSES = (
     "starting",
     "blocked",
     "unknown",
+    "unreachable",
 )
 
 #: ``system-event`` events a backend may emit.
@@ -34,6 +35,9 @@ EVENTS = (
     "vm-crashed",
     "vm-deleted",
 )
+
+#: ``system-event`` events the core sends when a backend is lost and when it is back.
+BACKEND_EVENTS = ("backend-unavailable", "backend-available")
 
 
 class NetworkRates(msgspec.Struct):
@@ -77,6 +81,15 @@ class VmEvents(Protocol):
 
     def removed(self, vm_id: str) -> None:
         """The VM no longer exists (after ``vm-deleted``)."""
+
+    def unavailable(self, reason: str) -> None:
+        """The hypervisor cannot be reached (the backend is reconnecting): every VM of
+        this backend gets a ``vm-status`` with status ``unreachable`` and every connection
+        with ``vm:read`` a ``backend-unavailable`` system-event."""
+
+    def available(self) -> None:
+        """The hypervisor is reachable again (after ``unavailable``): a
+        ``backend-available`` system-event; report each VM's status with ``status``."""
 
 
 @runtime_checkable

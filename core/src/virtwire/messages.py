@@ -44,6 +44,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vm.event.vm-crashed": "虚拟机崩溃",
         "vm.event.vm-deleted": "虚拟机已删除",
         "backend.unavailable": "虚拟化后端不可用：{name}",
+        "vm.event.backend-unavailable": "虚拟化后端 {name} 无法连接，虚拟机状态暂不可知",
+        "vm.event.backend-available": "虚拟化后端 {name} 已恢复连接",
         "close.slow_consumer": "客户端接收过慢，连接已关闭",
         "close.shutdown": "服务器正在关闭",
         "logs.not_found": "日志文件 {name} 不存在",
@@ -87,6 +89,9 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vm.event.vm-crashed": "VM crashed",
         "vm.event.vm-deleted": "VM deleted",
         "backend.unavailable": "hypervisor backend unavailable: {name}",
+        "vm.event.backend-unavailable": "hypervisor backend {name} is unreachable; "
+        "VM status is unknown until it is back",
+        "vm.event.backend-available": "hypervisor backend {name} is reachable again",
         "close.slow_consumer": "client too slow, connection closed",
         "close.shutdown": "server shutting down",
         "logs.not_found": "log file {name} does not exist",

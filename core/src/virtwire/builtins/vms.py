@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -46,6 +46,12 @@ class _Events:
 
     def removed(self, vm_id: str) -> None:
         self.registry.forget(vm_id)
+
+    def unavailable(self, reason: str) -> None:
+        self.registry.backend_down(self.backend, reason)
+
+    def available(self) -> None:
+        self.registry.backend_up(self.backend)
 
 
 class VmRegistry:
@@ -122,12 +128,31 @@ class VmRegistry:
             data["userId"] = user_id
         if details is not None:
             data["details"] = details
+        self.gateway.hub.broadcast("system-event", data, _readers(vm_id))
 
-        def allowed(session: Session) -> bool:
-            p = session.principal
-            return p is not None and p.has_scope("vm:read") and p.can_see(vm_id)
+    def backend_down(self, backend: HypervisorBackend, reason: str) -> None:
+        """Subscribers learn that the backend's VMs are unreachable (not their last status)."""
+        for vm_id, owner in list(self.owner.items()):
+            if owner is backend:
+                self.push(backend, VmStatus(vmId=vm_id, status="unreachable"))
+        self._backend_event(backend, "backend-unavailable", "warning", reason)
 
-        self.gateway.hub.broadcast("system-event", data, allowed)
+    def backend_up(self, backend: HypervisorBackend) -> None:
+        self._backend_event(backend, "backend-available", "info", None)
+
+    def _backend_event(
+        self, backend: HypervisorBackend, event: str, level: str, details: str | None
+    ) -> None:
+        name = getattr(backend, "name", "?")
+        data: dict[str, Any] = {
+            "event": event,
+            "backend": name,
+            "message": self.gateway.catalogue(f"vm.event.{event}", name=name),
+            "level": level,
+        }
+        if details:
+            data["details"] = details
+        self.gateway.hub.broadcast("system-event", data, _readers(None))
 
     def forget(self, vm_id: str) -> None:
         self.owner.pop(vm_id, None)
@@ -200,6 +225,26 @@ class VmRegistry:
     def current(self, vm_id: str) -> dict[str, Any] | None:
         cached = self.latest.get(vm_id)
         return cached[1] if cached else None
+
+
+def _readers(vm_id: str | None) -> Callable[[Session], bool]:
+    """Who may see a system-event about ``vm_id`` (None: about no VM in particular),
+    evaluated once per distinct ``vms`` claim rather than once per connection."""
+    verdicts: dict[tuple[str, ...], bool] = {}
+
+    def allowed(session: Session) -> bool:
+        p = session.principal
+        if p is None or "vm:read" not in p.scopes:
+            return False
+        vms = p.vms
+        if vms is None or vm_id is None:
+            return True
+        verdict = verdicts.get(vms)
+        if verdict is None:
+            verdict = verdicts[vms] = p.can_see(vm_id)
+        return verdict
+
+    return allowed
 
 
 # -- the topics ------------------------------------------------------------------------
@@ -283,7 +328,7 @@ async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
             vm_id=data.vmId,
             details=str(exc),
         ) from exc
-    log.info("vm-control done")
+    log.debug("vm-control done")
     return {"vmId": data.vmId, "action": data.action, "status": "success"}
 
 
