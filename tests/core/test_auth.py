@@ -213,3 +213,28 @@ async def test_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> 
     )
     assert "token=[REDACTED]" in server_logs  # uvicorn's request line, redacted
     assert token not in server_logs
+
+
+def test_credentials_and_tickets_are_redacted_in_log_events() -> None:
+    from virtwire.log import redact, redact_text
+
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "x",
+            "credentials": {"username": "root", "password": "hunter2"},
+            "privateKey": "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "passphrase": "p",
+            "ticket": "t",
+        },
+    )
+    assert event == {
+        "event": "x",
+        "credentials": "[REDACTED]",
+        "privateKey": "[REDACTED]",
+        "passphrase": "[REDACTED]",
+        "ticket": "[REDACTED]",
+    }
+    line = '127.0.0.1:5 - "GET /ws/terminal/Zm9v_bar-1?cols=80 HTTP/1.1" 101'
+    assert redact_text(line) == '127.0.0.1:5 - "GET /ws/terminal/[REDACTED]?cols=80 HTTP/1.1" 101'

@@ -264,13 +264,19 @@ def build_guest(outdir: Path, *, busy: bool) -> Path:
     return img
 
 
-def domain_xml(name: str, image: Path, *, tap: str | None = None) -> str:
+def domain_xml(name: str, image: Path, *, tap: str | None = None, serial: str = "file") -> str:
     """A 64 MiB TCG domain booting ``image`` from IDE, with ACPI; its serial port is
-    appended to ``<image>.serial`` (the guest prints a banner there when it is ready)."""
+    appended to ``<image>.serial`` (the guest prints a banner there when it is ready), or with
+    ``serial="pty"`` is a console libvirt's ``openConsole`` reaches."""
     nic = (
         f"<interface type='ethernet'><target dev='{tap}'/><model type='ne2k_pci'/></interface>"
         if tap
         else ""
+    )
+    port = (
+        "<serial type='pty'/><console type='pty'/>"
+        if serial == "pty"
+        else f"<serial type='file'><source path='{image}.serial' append='on'/></serial>"
     )
     return f"""<domain type='qemu'>
   <name>{name}</name>
@@ -287,6 +293,6 @@ def domain_xml(name: str, image: Path, *, tap: str | None = None) -> str:
       <target dev='hda' bus='ide'/>
     </disk>
     {nic}
-    <serial type='file'><source path='{image}.serial' append='on'/></serial>
+    {port}
   </devices>
 </domain>"""

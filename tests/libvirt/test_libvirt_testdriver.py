@@ -8,7 +8,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from lv_helpers import backend_of, is_status, libvirt_server
-from virtwire.errors import ConfigError
+from virtwire.errors import ConfigError, VmNotFound
 
 DOMAINS_XML = """<?xml version="1.0"?>
 <node xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
@@ -235,3 +235,13 @@ async def test_requests_for_one_vm_run_in_the_order_sent() -> None:
         assert status["type"] == "subscribe-response"
         first = await client.expect("vm-status")
         assert first["data"]["status"] == "running"
+
+
+async def test_vm_addresses_for_ssh_terminals() -> None:
+    """The addresses the ssh plugin uses when its config names none (the test driver reports
+    192.168.122.3 on its interface)."""
+    async with libvirt_server() as server:
+        backend = backend_of(server)
+        assert await backend.vm_addresses("test") == ["192.168.122.3"]
+        with pytest.raises(VmNotFound):
+            await backend.vm_addresses("no-such-vm")

@@ -222,3 +222,20 @@ async def test_gateway_shutdown_closes_streams(logs_server, logdir):
         assert (await client.closed())[0] == 1001
         assert len(plugin.feeds) == 0
         assert fds_open_on(logdir / "ds_update.log") == 0
+
+
+async def test_the_test_kit_text_client_follows_a_log(logs_server, logdir):
+    # what a plugin author uses: RunningServer.text_client on the log endpoint
+    lines(logdir / "upload.log", 0, 3)
+    async with logs_server() as server:
+        running = server.running
+        async with running.text_client(query={"file": "upload.log"}) as client:
+            assert [await client.recv() for _ in range(3)] == ["line 0", "line 1", "line 2"]
+            write(logdir / "upload.log", "new line\n")
+            assert await client.expect("new") == "new line"
+            await client.send("ping")
+            assert await client.expect("pong") == "pong"
+        async with running.text_client(query={"file": "secret.log"}) as client:
+            assert await client.recv() == FORBIDDEN.format("secret.log")
+            code, _ = await client.closed()
+            assert code == 1008

@@ -45,7 +45,8 @@ def served_logging():
 async def test_embedded_default_serves_the_gateway_log(logs_server, tmp_path, served_logging):
     root = logging.getLogger()
     async with logs_server(no_section=True) as server:
-        path = tmp_path / "state" / "virtwire.log"
+        path = server.gateway.state_dir() / "virtwire.log"  # each test server has its own
+        assert not (tmp_path / "state" / "virtwire.log").exists()
         assert server.plugin.default == "virtwire.log"
         async with server.logs(None) as client:  # no ?file=: the gateway log
             while "gateway started" not in await client.next():  # in the history

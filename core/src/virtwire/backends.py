@@ -6,6 +6,18 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+__all__ = [
+    "ACTIONS",
+    "ACTION_EVENTS",
+    "EVENTS",
+    "STATUSES",
+    "Action",
+    "HypervisorBackend",
+    "NetworkRates",
+    "VmEvents",
+    "VmStatus",
+]
+
 #: Control actions of ``vm-control``.
 Action = Literal["start", "stop", "restart", "pause", "resume", "reset"]
 ACTIONS: tuple[str, ...] = ("start", "stop", "restart", "pause", "resume", "reset")
@@ -36,8 +48,17 @@ EVENTS = (
     "vm-deleted",
 )
 
-#: ``system-event`` events the core sends when a backend is lost and when it is back.
-BACKEND_EVENTS = ("backend-unavailable", "backend-available")
+
+#: The ``system-event`` each control action leads to. The core attributes the first such
+#: event of the VM after a ``vm-control`` to the acting user (``userId``).
+ACTION_EVENTS: dict[str, str] = {
+    "start": "vm-started",
+    "stop": "vm-stopped",
+    "restart": "vm-rebooted",
+    "pause": "vm-paused",
+    "resume": "vm-resumed",
+    "reset": "vm-rebooted",
+}
 
 
 class NetworkRates(msgspec.Struct):
@@ -77,10 +98,18 @@ class VmEvents(Protocol):
         details: object = None,
     ) -> None:
         """A lifecycle event (``vm-started``...): a ``system-event`` frame to every
-        connection allowed to see the VM. ``message`` defaults to the catalogue text."""
+        connection allowed to see the VM. ``message`` defaults to the catalogue text
+        ``vm.event.<event>``; ``details`` (any JSON value) is sent as is. Leave ``user_id``
+        None for events the hypervisor reports: the core fills in the user whose
+        ``vm-control`` caused the event (see ``ACTION_EVENTS``)."""
+
+    def added(self, status: VmStatus, *, announce: bool = True) -> None:
+        """A VM appeared at run time: the core records this backend as its owner, pushes
+        ``status`` to ``vm-status`` / ``vm-status-all`` subscribers allowed to see it and,
+        with ``announce``, sends the ``vm-created`` ``system-event``."""
 
     def removed(self, vm_id: str) -> None:
-        """The VM no longer exists (after ``vm-deleted``)."""
+        """The VM no longer exists (after ``vm-deleted``): the core forgets it."""
 
     def unavailable(self, reason: str) -> None:
         """The hypervisor cannot be reached (the backend is reconnecting): every VM of

@@ -1,10 +1,11 @@
-"""The ``virtwire`` command: ``serve``, ``token``, ``plugins``."""
+"""The ``virtwire`` command: ``serve``, ``token``, ``plugins``, ``new-plugin``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -129,6 +130,25 @@ def _plugins(args: argparse.Namespace) -> int:
     return 1 if problem or any(r["state"] == "failed" for r in rows) else 0
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import new_plugin
+
+    try:
+        path = new_plugin(args.name, args.kind, Path(args.directory) if args.directory else None)
+    except ValueError as exc:
+        print(f"virtwire new-plugin: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {path} (plugin {args.name!r}, {args.kind})\n"
+        "next:\n"
+        f"  cd {path}\n"
+        '  pip install -e ".[test]"\n'
+        "  virtwire plugins      # lists it\n"
+        "  python -m pytest      # its test starts a real gateway"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="virtwire", description="virtwire gateway")
     parser.add_argument("--version", action="version", version=f"virtwire {__version__}")
@@ -167,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_config(plugins)
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(func=_plugins)
+
+    from .scaffold import KINDS
+
+    new = sub.add_parser(
+        "new-plugin",
+        help="write a ready plugin project (pyproject, hooks, a passing test, README)",
+    )
+    new.add_argument("name", help="the plugin's name (its entry-point name), e.g. qemu-qmp")
+    new.add_argument(
+        "--kind",
+        choices=list(KINDS),
+        default="handler",
+        help="what the skeleton contributes (default: handler)",
+    )
+    new.add_argument("--directory", "-d", help="where to write it (default: ./virtwire-NAME)")
+    new.set_defaults(func=_new_plugin)
     return parser
 
 

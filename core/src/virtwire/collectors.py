@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+__all__ = ["MetricCollector", "Sampler"]
+
 
 @runtime_checkable
 class Sampler(Protocol):

@@ -4,6 +4,8 @@ Layout::
 
     [server]  host, port, allowed_origins, ...
     [auth]    secret | public_key_file, algorithms, audience, issuer, auth_timeout, ...
+    [terminal] detach_timeout, scrollback_bytes, ...
+    [consoles] ticket_ttl, max_per_connection, max_per_user, send_window_bytes
     [plugins] enabled = [...]          # default: every installed plugin
     [plugins.NAME]                     # validated by plugin NAME
 
@@ -69,9 +71,43 @@ class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     leeway: float = 0.0
 
 
+class TerminalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The ``[terminal]`` section: web terminal sessions (docs/configuration.md)."""
+
+    #: Seconds a terminal with no viewer left stays alive, waiting to be reattached.
+    detach_timeout: float = 60.0
+    #: Bytes of recent output kept per terminal and replayed to a viewer that (re)attaches.
+    scrollback_bytes: int = 64 * 1024
+    #: Most characters of output in one ``terminal-output`` frame.
+    frame_chars: int = 32 * 1024
+    #: Reading from the terminal pauses while a viewer has this many bytes waiting to be sent.
+    high_water_bytes: int = 1024 * 1024
+    #: Terminals one user may hold open at a time (attached or detached).
+    max_sessions_per_user: int = 16
+    #: Size of a terminal whose ``terminal-connect`` gives no ``cols``/``rows``.
+    default_cols: int = 80
+    default_rows: int = 24
+
+
+class ConsolesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Console sessions (VNC, terminals) of every kind."""
+
+    #: Seconds a console's one-time ticket URL (``/ws/vnc/{ticket}``) stays valid to open.
+    ticket_ttl: float = 30.0
+    #: Consoles one ``/ws`` connection may hold open at once (0: no limit).
+    max_per_connection: int = 4
+    #: Consoles one user may hold open at once over all connections (0: no limit).
+    max_per_user: int = 16
+    #: Bytes of console output queued for one ``/ws`` client before the console waits
+    #: for it (the VM's socket is then not read: backpressure).
+    send_window_bytes: int = 1024 * 1024
+
+
 class _Root(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    terminal: TerminalConfig = msgspec.field(default_factory=TerminalConfig)
+    consoles: ConsolesConfig = msgspec.field(default_factory=ConsolesConfig)
     plugins: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -80,6 +116,8 @@ class Settings(msgspec.Struct, kw_only=True):
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    terminal: TerminalConfig = msgspec.field(default_factory=TerminalConfig)
+    consoles: ConsolesConfig = msgspec.field(default_factory=ConsolesConfig)
     #: Plugin names from ``[plugins] enabled``; None means every installed plugin.
     enabled_plugins: list[str] | None = None
     #: Raw ``[plugins.NAME]`` tables, validated by :meth:`plugin`.
@@ -90,6 +128,9 @@ class Settings(msgspec.Struct, kw_only=True):
     dev_secret: bool = False
     #: The resolved signing/verification secret (never printed).
     resolved_secret: str | None = None
+    #: This gateway's state directory; None: :func:`state_dir` (``$VIRTWIRE_STATE_DIR``...).
+    #: ``virtwire.testing.run_server`` gives every server its own.
+    state_dir: str | None = None
 
     def plugin(self, name: str, schema: type[T]) -> T:
         """Validate the ``[plugins.NAME]`` section against ``schema`` (a msgspec Struct)."""
@@ -229,6 +270,31 @@ def _check_auth(auth: AuthConfig, source: str) -> None:
         raise ConfigError(f"{source}: auth.auth_timeout must be positive")
 
 
+def _check_terminal(term: TerminalConfig, source: str) -> None:
+    checks = (
+        ("detach_timeout", term.detach_timeout >= 0),
+        ("scrollback_bytes", 0 <= term.scrollback_bytes <= 64 * 1024 * 1024),
+        ("frame_chars", term.frame_chars >= 256),
+        ("high_water_bytes", term.high_water_bytes >= 4096),
+        ("max_sessions_per_user", term.max_sessions_per_user >= 1),
+        ("default_cols", 1 <= term.default_cols <= 1000),
+        ("default_rows", 1 <= term.default_rows <= 1000),
+    )
+    for name, ok in checks:
+        if not ok:
+            raise ConfigError(f"{source}: terminal.{name} {getattr(term, name)!r} is out of range")
+
+
+def _check_consoles(consoles: ConsolesConfig, source: str) -> None:
+    if consoles.ticket_ttl <= 0:
+        raise ConfigError(f"{source}: consoles.ticket_ttl must be positive")
+    for key in ("max_per_connection", "max_per_user"):
+        if getattr(consoles, key) < 0:
+            raise ConfigError(f"{source}: consoles.{key} must be 0 (no limit) or more")
+    if consoles.send_window_bytes < 64 * 1024:
+        raise ConfigError(f"{source}: consoles.send_window_bytes must be at least 65536")
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -292,10 +358,14 @@ def load_settings(
     if root.server.max_message_bytes < 1024:
         raise ConfigError(f"{source}: server.max_message_bytes must be at least 1024")
     _check_auth(root.auth, source)
+    _check_terminal(root.terminal, source)
+    _check_consoles(root.consoles, source)
 
     settings = Settings(
         server=root.server,
         auth=root.auth,
+        terminal=root.terminal,
+        consoles=root.consoles,
         enabled_plugins=enabled,
         plugin_sections=sections,
         source=source,

@@ -423,6 +423,10 @@ class Connection:
         gateway.hub.sessions.discard(session)
         for task in list(self.tasks):
             task.cancel()
+        try:
+            await gateway.console_sessions.close_session(session)
+        except Exception:
+            session.log.exception("console close failed")
         subscriptions = list(session.subscriptions.values())
         session.subscriptions.clear()
         for sub in subscriptions:

@@ -5,6 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+__all__ = [
+    "BackendUnavailable",
+    "CloseCode",
+    "ConfigError",
+    "ErrorCode",
+    "VirtwireError",
+    "VmNotFound",
+]
+
 
 class ErrorCode(StrEnum):
     """Every ``code`` an ``error`` frame can carry (docs/protocol.md lists their meaning)."""
@@ -23,6 +32,11 @@ class ErrorCode(StrEnum):
     CONSOLE_UNAVAILABLE = "CONSOLE_UNAVAILABLE"
     VNC_NOT_READY = "VNC_NOT_READY"
     TERMINAL_AUTH_FAILED = "TERMINAL_AUTH_FAILED"
+    TERMINAL_HOST_KEY_CHANGED = "TERMINAL_HOST_KEY_CHANGED"
+    TERMINAL_HOST_KEY_UNKNOWN = "TERMINAL_HOST_KEY_UNKNOWN"
+    TERMINAL_NOT_FOUND = "TERMINAL_NOT_FOUND"
+    TERMINAL_CLOSED = "TERMINAL_CLOSED"
+    CONSOLE_BUSY = "CONSOLE_BUSY"
     LOG_NOT_FOUND = "LOG_NOT_FOUND"
     RATE_LIMITED = "RATE_LIMITED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -46,23 +60,29 @@ class VirtwireError(Exception):
 
     Plugins raise it (or a subclass) from handlers, topics, backends and transports.
     ``code`` is an :class:`ErrorCode` value or a plugin's own upper-case code
-    (``VM_START_FAILED``); ``message`` is human-readable; ``details`` is optional
-    machine- or operator-oriented detail (e.g. the hypervisor's own message).
+    (``VM_START_FAILED``); ``message`` is human-readable (default: the code); ``details`` is
+    optional machine- or operator-oriented detail (e.g. the hypervisor's own message).
+    When the catalogue has a text ``error.<CODE>`` (the core's, or one a plugin registered
+    with ``register_texts``), the client gets that text in the gateway's locale instead of
+    ``message``, formatted with ``vm_id`` and ``params``.
     """
 
     def __init__(
         self,
         code: str,
-        message: str,
+        message: str | None = None,
         *,
         vm_id: str | None = None,
         details: Any = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
+        message = message if message is not None else str(code)
         super().__init__(message)
         self.code = str(code)
         self.message = message
         self.vm_id = vm_id
         self.details = details
+        self.params: dict[str, Any] = dict(params or {})
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -15,14 +17,16 @@ from starlette.websockets import WebSocket
 from .auth import Authenticator, Principal
 from .backends import HypervisorBackend
 from .collectors import MetricCollector
-from .config import Settings
+from .config import Settings, state_dir
 from .consoles import ConsoleTransport
+from .consolesessions import ConsoleSessions
 from .errors import CloseCode, ConfigError, ErrorCode, VirtwireError
 from .hub import Hub
 from .logsources import LogSource
 from .messages import Catalogue
-from .plugins import PluginManager
+from .plugins import PluginManager, name_of
 from .session import Session, State
+from .terminals import TerminalManager
 from .tickets import TicketStore
 from .topics import Handler, MessageHandler, Topic
 
@@ -46,7 +50,13 @@ class Gateway:
         self.routes: list[BaseRoute] = []
         self.sessions: set[Session] = set()
         #: One-time tickets of the console endpoints (``virtwire.tickets``).
-        self.tickets = TicketStore()
+        self.tickets = TicketStore(ttl=settings.consoles.ticket_ttl)
+        #: Terminal sessions (``virtwire.terminals``), by ``sessionId``.
+        self.terminals = TerminalManager(settings.terminal, log, self.catalogue)
+        self.terminals.on_end.append(self.tickets.revoke)
+        #: Open consoles of every connection: limits, tickets, cleanup
+        #: (``virtwire.consolesessions``).
+        self.console_sessions = ConsoleSessions(self)
         #: Callbacks ``closer(code, reason)`` of plugin connections (e.g. a plugin's WebSocket
         #: route) that :meth:`close_all` must close too; add on open, discard on close. A
         #: closer may return an awaitable that completes once the connection is closed.
@@ -73,9 +83,10 @@ class Gateway:
                 if isinstance(plugin, tuple):
                     name, plugin = plugin
                 else:
-                    name = getattr(plugin, "__name__", None) or type(plugin).__name__
+                    name = name_of(plugin)
                 self.plugins.register(plugin, name)
         self._register_settings()
+        self._register_texts()
         self._collect("register_backends", self.backends)
         self._collect("register_consoles", self.consoles)
         self._collect("register_log_sources", self.log_sources)
@@ -111,6 +122,35 @@ class Gateway:
                     f"{self.settings.source}: [plugins.{section}]: plugin {section!r} takes no "
                     "settings; remove the section"
                 )
+
+    def _register_texts(self) -> None:
+        for plugin, _ in list(self.plugins.impls("register_texts")):
+            staged: list[tuple[str, Any]] = []
+
+            def register(locale: str, texts: Any, _staged: list[tuple[str, Any]] = staged) -> None:
+                texts = dict(texts)
+                if not all(isinstance(k, str) and isinstance(v, str) for k, v in texts.items()):
+                    raise TypeError("register_texts: texts must map str keys to str templates")
+                _staged.append((locale, texts))
+
+            if not self.plugins.call_one(plugin, "register_texts", register=register):
+                continue
+            for locale, texts in staged:
+                self.catalogue.add(locale, texts)
+
+    def state_dir(self, plugin: str | None = None) -> Path:
+        """Where runtime files live (sockets, caches, state that outlives a restart): the
+        gateway's state directory (``settings.state_dir``, else ``$VIRTWIRE_STATE_DIR``, else
+        ``$XDG_STATE_HOME/virtwire``, else ``~/.local/state/virtwire``), or with ``plugin``
+        that plugin's own ``plugins/NAME`` inside it. Created (mode 0700) when missing."""
+        root = Path(self.settings.state_dir) if self.settings.state_dir else state_dir()
+        path = root
+        if plugin is not None:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", plugin):
+                raise ValueError(f"not a plugin name: {plugin!r}")
+            path = root / "plugins" / plugin
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     def plugin_config(self, name: str) -> Any:
         """The validated ``[plugins.NAME]`` section (defaults if absent)."""
@@ -229,6 +269,11 @@ class Gateway:
         """Close every connection with ``code`` and wait (bounded) until they are gone."""
         sessions = list(self.sessions)
         reason = self.catalogue("close.shutdown")
+        # Consoles first, while their clients can still be told (``vnc-closed``).
+        try:
+            await asyncio.wait_for(self.console_sessions.close_all(), timeout)
+        except TimeoutError:
+            self.log.warning("consoles did not close in time")
         for session in sessions:
             session.close(code, reason, flush=False)
         pending: list[asyncio.Future[Any]] = []

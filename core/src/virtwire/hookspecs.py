@@ -7,13 +7,14 @@ that plugin (reported by name) and never takes the gateway down. Implementations
 any subset of a hook's arguments, by name.
 
 ``gateway`` is the running :class:`virtwire.gateway.Gateway`: its ``settings``,
-``plugin_config(name)``, ``hub``, ``catalogue``, ``log``, and the registries
-(``backends``, ``consoles``, ``log_sources``, ``collectors``).
+``plugin_config(name)``, ``state_dir(plugin)``, ``hub``, ``catalogue``, ``log``, and the
+registries (``backends``, ``consoles``, ``log_sources``, ``collectors``). docs/plugins.md is
+the guide to these hooks; docs/reference.md documents every name they use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -44,6 +45,21 @@ def register_settings(register: Callable[[str, type], None]) -> None:
         The section is validated at start-up; a bad or unknown key stops the gateway with a
         message naming the file, section and key. Get the validated value with
         ``gateway.plugin_config(name)``.
+    """
+
+
+@hookspec
+def register_texts(register: Callable[[str, Mapping[str, str]], None]) -> None:
+    """Contribute human-readable texts to the message catalogue, per locale.
+
+    :param register: ``register(locale, {key: template})``, e.g.
+        ``register("zh-CN", {"error.HELLO_QUOTA": "配额已用完（{limit}）"})``. Templates are
+        ``str.format`` strings; ``gateway.catalogue(key, **params)`` formats them in the
+        gateway's locale (``server.locale``), falling back to ``en``, then to the key. A
+        ``VirtwireError`` whose code has an ``error.<CODE>`` text reaches the client with that
+        text, formatted with ``vm_id`` and the error's ``params``. Prefix your keys with your
+        plugin's name; a key the core already has is overridden. Called before every other
+        registration hook except ``register_settings``.
     """
 
 
@@ -148,6 +164,7 @@ def authorize(principal: Principal, action: str, resource: str | None) -> bool |
 
 ALL_HOOKS: tuple[str, ...] = (
     "register_settings",
+    "register_texts",
     "register_backends",
     "register_consoles",
     "register_log_sources",

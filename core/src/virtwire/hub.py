@@ -11,6 +11,7 @@ anyone else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -40,6 +41,7 @@ class Outbox:
     __slots__ = (
         "_items",
         "_latest",
+        "_room",
         "_waiter",
         "closed",
         "direct",
@@ -59,6 +61,7 @@ class Outbox:
         self._items: deque[str | _Slot] = deque()
         self._latest: dict[Hashable, _Slot] = {}
         self._waiter: asyncio.Future[None] | None = None
+        self._room: list[tuple[int, asyncio.Future[None]]] = []
         self.queued_bytes = 0
         self.max_bytes = max_bytes
         self.max_messages = max_messages
@@ -139,7 +142,30 @@ class Outbox:
             del self._latest[item.key]
             item = item.text
         self.queued_bytes -= len(item)
+        if self._room:
+            self._wake_room()
         return item
+
+    async def room(self, limit: int) -> None:
+        """Wait until at most ``limit`` bytes are queued (or the outbox is closed): a producer
+        that can wait (a console relay) calls this before ``put`` instead of overflowing."""
+        if self.queued_bytes <= limit or self.closed or self.overflowed:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._room.append((limit, fut))
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+            with contextlib.suppress(ValueError):
+                self._room.remove((limit, fut))
+
+    def _wake_room(self, everyone: bool = False) -> None:
+        queued = self.queued_bytes
+        for limit, fut in list(self._room):
+            if (everyone or queued <= limit) and not fut.done():
+                fut.set_result(None)
 
     async def get(self) -> str | None:
         """Wait for the next frame; None once the outbox is closed and drained."""
@@ -156,11 +182,15 @@ class Outbox:
         self._items.clear()
         self._latest.clear()
         self.queued_bytes = 0
+        if self._room:
+            self._wake_room(True)
 
     def close(self) -> None:
         """No more frames; :meth:`get` returns what is queued, then None."""
         self.closed = True
         self._wake()
+        if self._room:
+            self._wake_room(True)
 
 
 class Subscriber:

@@ -14,19 +14,33 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = {"token", "password", "secret", "passphrase", "authorization", "private_key"}
+_SECRET_KEYS = {
+    "token",
+    "password",
+    "secret",
+    "passphrase",
+    "authorization",
+    "private_key",
+    "privatekey",
+    "credentials",
+    "ticket",
+}
 _QUERY_SECRET = re.compile(
     r"((?:^|[?&;\s\"'])(?:token|access_token|password|secret)=)[^&\s\"']*", re.IGNORECASE
 )
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+#: One-time console tickets travel in the path of the console endpoints.
+_TICKET_PATH = re.compile(r"(/ws/(?:terminal|vnc)/)[A-Za-z0-9_-]+")
 
 
 def redact_text(text: str) -> str:
-    """Redact ``token=...`` query values and bearer tokens in free text."""
+    """Redact ``token=...`` query values, bearer tokens and console tickets in free text."""
     if "=" in text:
         text = _QUERY_SECRET.sub(r"\1[REDACTED]", text)
     if "earer" in text:
         text = _BEARER.sub(r"\1[REDACTED]", text)
+    if "/ws/" in text:
+        text = _TICKET_PATH.sub(r"\1[REDACTED]", text)
     return text
 
 

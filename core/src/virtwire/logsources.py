@@ -7,6 +7,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+__all__ = ["LogEvent", "LogLines", "LogNotice", "LogSource", "NoticeKind"]
+
 NoticeKind = Literal["truncated", "rotated", "deleted", "dropped", "not-found"]
 
 

@@ -2,12 +2,19 @@
 
 The default locale ``zh-CN`` uses the wording of the API documents virtwire implements
 (existing clients match some of these texts); ``en`` is available. Plugins add their own
-keys with :meth:`Catalogue.add`.
+texts through the ``register_texts`` hook. A ``VirtwireError`` whose code has an
+``error.<CODE>`` entry reaches the client with that text (docs/reference.md lists the keys).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import VirtwireError
+
+__all__ = ["DEFAULT_LOCALE", "LOCALES", "Catalogue"]
 
 DEFAULT_LOCALE = "zh-CN"
 
@@ -48,6 +55,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vm.event.backend-available": "虚拟化后端 {name} 已恢复连接",
         "close.slow_consumer": "客户端接收过慢，连接已关闭",
         "close.shutdown": "服务器正在关闭",
+        "console.too_many_connection": "控制台过多（每个连接上限 {limit} 个）",
+        "console.too_many_user": "控制台过多（每个用户上限 {limit} 个）",
         "logs.not_found": "日志文件 {name} 不存在",
         "logs.forbidden": "不允许访问请求的文件: {name}",
         "logs.truncated": "日志文件被截断，重新加载...",
@@ -56,6 +65,22 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.dropped": "客户端接收过慢，跳过了 {count} 行日志",
         "logs.too_many": "连接过多：每个客户端最多 {limit} 个日志连接",
         "logs.line_cut": "…[行过长，已截断 {count} 字节]",
+        "terminal.no_transport": "虚拟机 {vm_id} 没有可用的 {type} 终端",
+        "terminal.not_found": "终端会话 {session} 不存在",
+        "terminal.closed": "终端会话 {session} 已结束（{reason}）",
+        "terminal.ambiguous": "此连接上虚拟机 {vm_id} 有多个终端，请指定 sessionId",
+        "terminal.not_attached": "此连接未连接虚拟机 {vm_id} 的终端",
+        "terminal.read_only": "只读观察者不能向终端输入",
+        "terminal.not_owner": "只有终端的所有者可以执行此操作",
+        "terminal.busy_owner": "终端会话 {session} 属于其他用户",
+        "terminal.too_many": "终端会话过多（每个用户上限 {limit}）",
+        "error.VM_NOT_FOUND": "虚拟机 {vm_id} 不存在",
+        "error.VM_START_FAILED": "虚拟机启动失败",
+        "error.VM_STOP_FAILED": "虚拟机停止失败",
+        "error.VM_RESTART_FAILED": "虚拟机重启失败",
+        "error.VM_PAUSE_FAILED": "虚拟机暂停失败",
+        "error.VM_RESUME_FAILED": "虚拟机恢复失败",
+        "error.VM_RESET_FAILED": "虚拟机重置失败",
     },
     "en": {
         "auth.required": "authentication required: send an auth message or a token query parameter",
@@ -94,6 +119,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vm.event.backend-available": "hypervisor backend {name} is reachable again",
         "close.slow_consumer": "client too slow, connection closed",
         "close.shutdown": "server shutting down",
+        "console.too_many_connection": "too many consoles (limit {limit} per connection)",
+        "console.too_many_user": "too many consoles (limit {limit} per user)",
         "logs.not_found": "log file {name} does not exist",
         "logs.forbidden": "access to the requested file is not allowed: {name}",
         "logs.truncated": "log file truncated, reloading...",
@@ -102,6 +129,23 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.dropped": "client too slow, skipped {count} log lines",
         "logs.too_many": "too many connections: at most {limit} log connections per client",
         "logs.line_cut": "…[line too long, {count} bytes cut]",
+        "terminal.no_transport": "no {type} terminal is available for VM {vm_id}",
+        "terminal.not_found": "terminal session {session} does not exist",
+        "terminal.closed": "terminal session {session} has ended ({reason})",
+        "terminal.ambiguous": "this connection holds several terminals of VM {vm_id}: "
+        "give sessionId",
+        "terminal.not_attached": "this connection holds no terminal of VM {vm_id}",
+        "terminal.read_only": "observers cannot type into the terminal",
+        "terminal.not_owner": "only the terminal's owner can do this",
+        "terminal.busy_owner": "terminal session {session} belongs to another user",
+        "terminal.too_many": "too many terminal sessions (limit {limit} per user)",
+        "error.VM_NOT_FOUND": "VM {vm_id} not found",
+        "error.VM_START_FAILED": "failed to start the VM",
+        "error.VM_STOP_FAILED": "failed to stop the VM",
+        "error.VM_RESTART_FAILED": "failed to restart the VM",
+        "error.VM_PAUSE_FAILED": "failed to pause the VM",
+        "error.VM_RESUME_FAILED": "failed to resume the VM",
+        "error.VM_RESET_FAILED": "failed to reset the VM",
     },
 }
 
@@ -118,11 +162,43 @@ class Catalogue:
         self._texts: dict[str, dict[str, str]] = {k: dict(v) for k, v in _BUILTIN.items()}
 
     def add(self, locale: str, texts: Mapping[str, str]) -> None:
-        """Add or override templates for a locale (plugins call this at registration)."""
+        """Add or override templates for a locale (what ``register_texts`` does)."""
+        for key, template in texts.items():
+            if not isinstance(key, str) or not isinstance(template, str):
+                raise TypeError(f"catalogue texts must map str to str, got {key!r}: {template!r}")
         self._texts.setdefault(locale, {}).update(texts)
 
     def __call__(self, key: str, /, **params: object) -> str:
+        """The text of ``key`` in this locale (else ``en``, else the key itself), formatted
+        with ``params`` (``str.format`` fields)."""
+        template = self.template(key)
+        if template is None:
+            return key
+        return template.format(**params) if params else template
+
+    def template(self, key: str) -> str | None:
+        """The unformatted template of ``key`` (this locale, else ``en``), or None."""
         template = self._texts.get(self.locale, {}).get(key)
         if template is None:
-            template = self._texts["en"].get(key, key)
-        return template.format(**params) if params else template
+            template = self._texts["en"].get(key)
+        return template
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.template(key) is not None
+
+    def keys(self) -> Iterator[str]:
+        """Every key with a text in this locale or in ``en``."""
+        return iter(sorted(set(self._texts.get(self.locale, {})) | set(self._texts["en"])))
+
+    def error_data(self, error: VirtwireError) -> dict[str, Any]:
+        """The ``data`` of the ``error`` frame for ``error``: its ``message`` is the
+        catalogue text ``error.<CODE>`` formatted with ``vm_id`` and ``error.params`` when
+        the catalogue has one (and all its fields are given), else the message raised."""
+        data = error.to_data()
+        template = self.template(f"error.{error.code}")
+        if template is not None:
+            try:
+                data["message"] = template.format(vm_id=error.vm_id, **error.params)
+            except (KeyError, IndexError, ValueError):
+                pass
+        return data

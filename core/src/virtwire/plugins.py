@@ -65,6 +65,19 @@ def discover() -> dict[str, Discovered]:
     return found
 
 
+def name_of(plugin: object) -> str:
+    """The name an explicitly given plugin is registered under: the name of the installed
+    entry point (group ``virtwire``) that points at this module, else its module name (or
+    its type's name for an object)."""
+    module = getattr(plugin, "__name__", None)
+    if isinstance(plugin, ModuleType) and module:
+        for ep in importlib.metadata.entry_points(group=GROUP):
+            if ep.module == module and not ep.attr:
+                return ep.name
+        return module
+    return module or type(plugin).__name__
+
+
 def selected_names(
     installed: dict[str, Discovered],
     enabled: list[str] | None,

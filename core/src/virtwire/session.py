@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CloseCode, ErrorCode, VirtwireError
 from .hub import Outbox
-from .protocol import Id, encode, encode_error
+from .protocol import Id, encode
 
 if TYPE_CHECKING:
     from .auth import Principal
@@ -63,7 +63,9 @@ class Session:
         return self.outbox.put(encode(type_, data, id_))
 
     def send_error(self, error: VirtwireError, id_: Id | None = None) -> bool:
-        return self.outbox.put(encode_error(error, id_))
+        """Queue an ``error`` frame; its message comes from the catalogue when the code
+        has an ``error.<CODE>`` text."""
+        return self.outbox.put(encode("error", self.gateway.catalogue.error_data(error), id_))
 
     def require(
         self, scope: str | None, *, vm_id: str | None = None, resource: str | None = None

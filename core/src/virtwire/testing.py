@@ -1,6 +1,8 @@
 """Test kit for virtwire and its plugins: a real server on a free port, tokens, clients.
 
-Use it from pytest::
+Install it with ``pip install "virtwire[testing]"`` (pytest and pytest-asyncio, the async
+test runner virtwire uses; set ``asyncio_mode = "auto"`` in your pytest configuration so that
+``async def test_...`` functions run). Use it from pytest::
 
     from virtwire.testing import run_server
 
@@ -20,8 +22,11 @@ import asyncio
 import contextlib
 import itertools
 import socket
+import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -32,6 +37,18 @@ from .app import Server, create_app, uvicorn_config
 from .auth import SCOPES
 from .config import Settings, load_settings
 from .gateway import Gateway
+
+__all__ = [
+    "TEST_SECRET",
+    "Client",
+    "RunningServer",
+    "TextClient",
+    "free_port",
+    "make_settings",
+    "run_server",
+    "virtwire_server",
+    "virtwire_settings",
+]
 
 TEST_SECRET = "virtwire-test-secret-0123456789abcdef"
 
@@ -142,6 +159,47 @@ class Client:
             await self._reader
 
 
+class TextClient:
+    """A client for plain-text WebSocket endpoints such as the log stream
+    (``/api/v1/ws/logs``): every text frame the server sends, in order."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def recv(self, timeout: float = 10.0) -> str:
+        """The next text frame (binary frames are decoded as UTF-8)."""
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def expect(self, match: str | Callable[[str], bool], *, timeout: float = 10.0) -> str:
+        """The next frame that contains ``match`` (or for which ``match(text)`` is true);
+        frames before it are dropped."""
+        test = match if callable(match) else (lambda text: match in text)
+
+        async def wait() -> str:
+            while True:
+                text = await self.recv(timeout)
+                if test(text):
+                    return text
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def send(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def closed(self, timeout: float = 10.0) -> tuple[int | None, str]:
+        """Wait until the server closes the connection; (code, reason). Frames still
+        unread are dropped."""
+
+        async def drain() -> None:
+            with contextlib.suppress(Exception):
+                async for _ in self.ws:
+                    pass
+
+        await asyncio.wait_for(drain(), timeout)
+        return self.ws.close_code, self.ws.close_reason or ""
+
+
 @dataclass
 class RunningServer:
     """A gateway serving on loopback."""
@@ -150,6 +208,9 @@ class RunningServer:
     gateway: Gateway
     server: Server
     port: int
+    #: This server's own state directory (``gateway.state_dir()``): a temporary directory
+    #: removed when the server stops, unless ``run_server(state_dir=...)`` chose one.
+    state_dir: Path
 
     @property
     def http_url(self) -> str:
@@ -190,21 +251,63 @@ class RunningServer:
             finally:
                 await client.close()
 
+    @contextlib.asynccontextmanager
+    async def text_client(
+        self,
+        path: str = "/api/v1/ws/logs",
+        token: str | None = "default",
+        *,
+        query: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[TextClient]:
+        """A client of a plain-text endpoint, by default the log stream: ``query`` is added
+        to the URL (``query={"file": "app.log"}``); authenticated with ``?token=`` unless
+        ``token=None``."""
+        if token == "default":
+            token = self.token()
+        if query:
+            path += ("&" if "?" in path else "?") + urllib.parse.urlencode(query)
+        async with connect(self.ws_url(path, token), **kwargs) as ws:
+            yield TextClient(ws)
+
 
 @contextlib.asynccontextmanager
 async def run_server(
     settings: Settings | None = None,
     *,
-    plugins: list[ModuleType | object] | None = None,
+    plugins: list[ModuleType | object | tuple[str, object]] | None = None,
     config: dict[str, Any] | None = None,
+    state_dir: str | Path | None = None,
     **uvicorn_overrides: Any,
 ) -> AsyncIterator[RunningServer]:
     """Start a real gateway (uvicorn, loopback, free port) in this event loop.
 
+    :param settings: settings (default: :func:`make_settings` from ``config``).
     :param plugins: explicit plugin list (default: the installed entry points, as
-        ``virtwire serve`` would load them).
+        ``virtwire serve`` would load them). An item is a module, registered under the name
+        of the installed entry point that points at it (else its module name), any object
+        with hook functions, or a ``(name, plugin)`` pair that names it explicitly. The
+        built-in plugins are always loaded.
+    :param config: a config dict in the TOML layout, for :func:`make_settings`.
+    :param state_dir: the gateway's state directory; by default a fresh temporary
+        directory per server, removed when it stops (nothing is written to your home).
     """
-    settings = settings or make_settings(config)
+    async with contextlib.AsyncExitStack() as stack:
+        settings = settings or make_settings(config)
+        if state_dir is None and settings.state_dir is None:
+            state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="virtwire-state-"))
+        if state_dir is not None:  # the caller's settings stay as they are
+            settings = msgspec.structs.replace(settings, state_dir=str(state_dir))
+        running = await stack.enter_async_context(_serve(settings, plugins, uvicorn_overrides))
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _serve(
+    settings: Settings,
+    plugins: list[ModuleType | object | tuple[str, object]] | None,
+    uvicorn_overrides: dict[str, Any],
+) -> AsyncIterator[RunningServer]:
     app = create_app(settings, plugins=plugins)
     overrides = {"loop": "asyncio", "access_log": False, **uvicorn_overrides}
     server = Server(uvicorn_config(app, settings, **overrides))
@@ -216,7 +319,8 @@ async def run_server(
         await asyncio.sleep(0.005)
     port = settings.server.port
     try:
-        yield RunningServer(settings, app.state.gateway, server, port)
+        gateway: Gateway = app.state.gateway
+        yield RunningServer(settings, gateway, server, port, gateway.state_dir())
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from .hub import Accept, Channel, Outbox, Subscriber
     from .session import Session
 
+__all__ = ["ChannelTopic", "Handler", "MessageHandler", "Reply", "Subscription", "Topic"]
+
 
 @dataclass
 class Subscription:

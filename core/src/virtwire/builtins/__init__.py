@@ -6,6 +6,10 @@ from types import ModuleType
 
 
 def builtin_plugins() -> list[tuple[str, ModuleType]]:
-    from . import subscriptions, vms
+    from . import subscriptions, terminal, vms
 
-    return [("virtwire.subscriptions", subscriptions), ("virtwire.vms", vms)]
+    return [
+        ("virtwire.subscriptions", subscriptions),
+        ("virtwire.vms", vms),
+        ("virtwire.terminal", terminal),
+    ]

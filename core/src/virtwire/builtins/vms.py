@@ -9,17 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..backends import Action, HypervisorBackend, VmStatus
+from ..backends import ACTION_EVENTS, Action, HypervisorBackend, VmStatus
 from ..errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound
 from ..hookspecs import hookimpl
 from ..protocol import to_builtins
 from ..topics import Subscription
+from .attribution import PendingActions
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
     from ..session import Session
 
 CHANNEL = "vm-status"
+#: Retry delays of a backend whose ``start()`` raised: doubling from the first to the last.
+START_RETRY = (1.0, 60.0)
 
 
 class _Events:
@@ -44,6 +47,11 @@ class _Events:
     ) -> None:
         self.registry.event(event, vm_id, level, message, user_id, details)
 
+    def added(self, status: VmStatus, *, announce: bool = True) -> None:
+        self.registry.push(self.backend, status)
+        if announce:
+            self.registry.event("vm-created", status.vmId, "info", None, None, None)
+
     def removed(self, vm_id: str) -> None:
         self.registry.forget(vm_id)
 
@@ -65,19 +73,61 @@ class VmRegistry:
         self.owner: dict[str, HypervisorBackend] = {}
         self.latest: dict[str, tuple[int, dict[str, Any]]] = {}
         self._seq = 0
+        #: Which user's vm-control caused the next lifecycle event of a VM.
+        self.pending = PendingActions()
+        #: Backends whose ``start()`` raised; retried with backoff until they start.
+        self.down: set[HypervisorBackend] = set()
+        self._retries: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for backend in self.backends:
-            try:
-                await backend.start(_Events(self, backend))
-            except Exception as exc:
-                self.gateway.log.error(
-                    "backend failed to start",
-                    backend=getattr(backend, "name", "?"),
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+            if not await self._start_one(backend):
+                self.down.add(backend)
+                task = asyncio.create_task(self._retry_start(backend))
+                self._retries.add(task)
+                task.add_done_callback(self._retries.discard)
+
+    async def _start_one(self, backend: HypervisorBackend, attempt: int = 1) -> bool:
+        try:
+            await backend.start(_Events(self, backend))
+        except Exception as exc:
+            self.gateway.log.error(
+                "backend failed to start",
+                backend=getattr(backend, "name", "?"),
+                attempt=attempt,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        return True
+
+    async def _retry_start(self, backend: HypervisorBackend) -> None:
+        delay, longest = START_RETRY
+        attempt = 1
+        while True:
+            await asyncio.sleep(delay)
+            attempt += 1
+            if await self._start_one(backend, attempt):
+                self.down.discard(backend)
+                self.gateway.log.info("backend started", backend=backend.name, attempt=attempt)
+                if len(self.channel):
+                    self._watching(True)
+                return
+            delay = min(delay * 2, longest)
+
+    def _up(self) -> list[HypervisorBackend]:
+        return [b for b in self.backends if b not in self.down]
+
+    def _down_error(self, backend: HypervisorBackend) -> BackendUnavailable:
+        return BackendUnavailable(
+            self.gateway.catalogue("backend.unavailable", name=backend.name),
+            details="start failed; retrying",
+        )
 
     async def close(self) -> None:
+        for task in list(self._retries):
+            task.cancel()
+        if self._retries:
+            await asyncio.wait(list(self._retries))
         for backend in self.backends:
             try:
                 await backend.close()
@@ -89,7 +139,7 @@ class VmRegistry:
                 )
 
     def _watching(self, active: bool) -> None:
-        for backend in self.backends:
+        for backend in self._up():
             try:
                 backend.set_watching(active)
             except Exception as exc:
@@ -118,6 +168,7 @@ class VmRegistry:
         user_id: str | None,
         details: object,
     ) -> None:
+        user_id = self.pending.claim(vm_id, event, user_id)
         data: dict[str, Any] = {
             "event": event,
             "vmId": vm_id,
@@ -157,6 +208,7 @@ class VmRegistry:
     def forget(self, vm_id: str) -> None:
         self.owner.pop(vm_id, None)
         self.latest.pop(vm_id, None)
+        self.pending.forget(vm_id)
 
     # -- queries -----------------------------------------------------------------------
     async def _fetch(self, backend: HypervisorBackend, vm_id: str) -> dict[str, Any]:
@@ -174,6 +226,9 @@ class VmRegistry:
         candidates += [b for b in self.backends if b is not known]
         unavailable: BackendUnavailable | None = None
         for backend in candidates:
+            if backend in self.down:
+                unavailable = self._down_error(backend)
+                continue
             try:
                 return backend, await self._fetch(backend, vm_id)
             except VmNotFound:
@@ -189,12 +244,11 @@ class VmRegistry:
     async def list_all(self) -> list[dict[str, Any]]:
         """Current status of every VM of every available backend."""
         seq = self._seq
-        results = await asyncio.gather(
-            *(b.list_vms() for b in self.backends), return_exceptions=True
-        )
+        up = self._up()
+        results = await asyncio.gather(*(b.list_vms() for b in up), return_exceptions=True)
         out: list[dict[str, Any]] = []
-        errors: list[BaseException] = []
-        for backend, result in zip(self.backends, results, strict=True):
+        errors: list[BaseException] = [self._down_error(b) for b in self.backends if b not in up]
+        for backend, result in zip(up, results, strict=True):
             if isinstance(result, BaseException):
                 errors.append(result)
                 self.gateway.log.warning(
@@ -311,24 +365,36 @@ async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
     gateway = session.gateway
     session.require("vm:control", vm_id=data.vmId)
     backend = await gateway.vms.backend_for(data.vmId)
-    log = session.log.bind(vm=data.vmId, action=data.action)
+    user_id = session.user_id
+    event = ACTION_EVENTS[data.action]
+    if user_id is not None:
+        gateway.vms.pending.expect(data.vmId, event, user_id)
     try:
-        await backend.control(data.vmId, data.action, force=data.force, user_id=session.user_id)
+        await backend.control(data.vmId, data.action, force=data.force, user_id=user_id)
     except VmNotFound:
         gateway.vms.forget(data.vmId)  # the owner no longer has it
         raise
     except VirtwireError as exc:
-        log.info("vm-control failed", code=exc.code)
+        if user_id is not None:
+            gateway.vms.pending.withdraw(data.vmId, event, user_id)
+        session.log.info("vm-control failed", vm=data.vmId, action=data.action, code=exc.code)
         raise
     except Exception as exc:
-        log.warning("vm-control failed", error=f"{type(exc).__name__}: {exc}")
+        if user_id is not None:
+            gateway.vms.pending.withdraw(data.vmId, event, user_id)
+        session.log.warning(
+            "vm-control failed",
+            vm=data.vmId,
+            action=data.action,
+            error=f"{type(exc).__name__}: {exc}",
+        )
         raise VirtwireError(
             f"VM_{data.action.upper()}_FAILED",
             gateway.catalogue(f"vm.action_failed.{data.action}"),
             vm_id=data.vmId,
             details=str(exc),
         ) from exc
-    log.debug("vm-control done")
+    session.log.debug("vm-control done", vm=data.vmId, action=data.action)
     return {"vmId": data.vmId, "action": data.action, "status": "success"}
 
 

@@ -31,10 +31,21 @@ def register_settings(register: Any) -> None:
 
 
 @hookimpl
+def register_texts(register: Any) -> None:
+    for locale, texts in TEXTS.items():
+        register(locale, texts)
+
+
+@hookimpl
 def register_backends(register: Any, gateway: Any) -> None:
     from .backend import LibvirtBackend
 
-    for locale, texts in TEXTS.items():
-        gateway.catalogue.add(locale, texts)
     settings: LibvirtSettings = gateway.plugin_config(NAME)
     register(LibvirtBackend(settings, gateway.catalogue, gateway.log))
+
+
+@hookimpl
+def register_consoles(register: Any, gateway: Any) -> None:
+    from .serial import SerialTransport
+
+    register(SerialTransport(gateway, gateway.plugin_config(NAME)))

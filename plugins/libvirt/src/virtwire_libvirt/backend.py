@@ -14,7 +14,6 @@ from . import sampling
 from .connection import EventItem, LibvirtConnection, State, describe
 from .settings import LibvirtSettings
 from .states import (
-    ACTION_EVENTS,
     EVENT_STATES,
     RESUMED,
     UNDEFINED,
@@ -25,10 +24,6 @@ from .stats import MIN_WINDOW, Rates, Sample
 
 T = TypeVar("T")
 
-#: How long a control action's user stays attached to the event it should cause.
-PENDING_TTL = 60.0
-#: Control actions per VM waiting for their event (older ones are forgotten).
-PENDING_MAX = 32
 #: A REBOOT event this soon after the backend reported the reboot itself is the same one.
 REBOOT_DEDUP = 3.0
 #: Lifecycle events waiting to be reported; beyond this the backend re-syncs instead.
@@ -64,7 +59,6 @@ class LibvirtBackend:
         self._pump_task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
-        self._pending: dict[str, list[tuple[str, str, float]]] = {}
         self._reboot_reported: dict[str, float] = {}
         self._holds: dict[str, list[Any]] = {}
         self._watching = False
@@ -136,14 +130,9 @@ class LibvirtBackend:
     async def control(
         self, vm_id: str, action: str, *, force: bool = False, user_id: str | None = None
     ) -> None:
+        # user_id is not needed: the core attributes the event this action causes.
         if self.connection.state is not State.CONNECTED:
             raise self._unavailable(vm_id)
-        event = ACTION_EVENTS[action]
-        if user_id is not None:
-            entries = self._pending.setdefault(vm_id, [])
-            now = time.monotonic()
-            entries[:] = [e for e in entries if e[2] > now][-(PENDING_MAX - 1) :]
-            entries.append((event, user_id, now + PENDING_TTL))
         waiter: asyncio.Future[None] | None = None
         if action == "stop" and not force and self.settings.shutdown_timeout > 0:
             waiter = self._wait_for(vm_id, "vm-stopped")
@@ -152,11 +141,9 @@ class LibvirtBackend:
         try:
             sample = await self.connection.call(self._act_sync, vm_id, action, force, vm_id=vm_id)
         except VirtwireError:
-            self._unclaim(vm_id, event, user_id)
             self._drop_waiter(vm_id, waiter)
             raise
         except Exception as exc:
-            self._unclaim(vm_id, event, user_id)
             self._drop_waiter(vm_id, waiter)
             raise VirtwireError(
                 f"VM_{action.upper()}_FAILED",
@@ -168,7 +155,7 @@ class LibvirtBackend:
             self._release(vm_id, hold)
         if sample is not None:
             self._figures(vm_id, sample)
-        if event == "vm-rebooted":
+        if action in ("restart", "reset"):
             # drivers that send no REBOOT event (the test driver) still get their
             # vm-rebooted; the pump reports one of the two when both come
             since = int(started * 1e6)  # µs: an int fits the event item
@@ -264,8 +251,7 @@ class LibvirtBackend:
                 self._events.status(status)
             if mapped is not None:
                 name, level = mapped
-                user = self._claim(vm_id, name)
-                self._events.event(name, vm_id, level=level, user_id=user)
+                self._events.event(name, vm_id, level=level)
                 self._wake(vm_id, name)
             if kind == "lifecycle" and event == UNDEFINED:
                 self._forget(vm_id)
@@ -291,28 +277,7 @@ class LibvirtBackend:
         if self._known.pop(vm_id, None) is not None:
             self._events.removed(vm_id)
 
-    # -- user attribution and waiters --------------------------------------------------
-    def _claim(self, vm_id: str, event: str) -> str | None:
-        entries = self._pending.get(vm_id)
-        if not entries:
-            return None
-        now = time.monotonic()
-        entries[:] = [e for e in entries if e[2] > now]
-        for i, (name, user, _) in enumerate(entries):
-            if name == event:
-                del entries[i]
-                return user
-        return None
-
-    def _unclaim(self, vm_id: str, event: str, user_id: str | None) -> None:
-        entries = self._pending.get(vm_id)
-        if user_id is None or not entries:
-            return
-        for i, (name, user, _) in enumerate(entries):
-            if name == event and user == user_id:
-                del entries[i]
-                return
-
+    # -- waiters --------------------------------------------------------------------
     def _wait_for(self, vm_id: str, event: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(vm_id, []).append((event, fut))
@@ -364,6 +329,13 @@ class LibvirtBackend:
         self, vm_id: str | None = None, details: str | None = None
     ) -> BackendUnavailable:
         return self.connection.unavailable(vm_id, details)
+
+    async def vm_addresses(self, vm_id: str) -> list[str]:
+        """The domain's IP addresses, IPv4 first (``addresses.domain_addresses``): where the
+        ssh plugin finds a VM's SSH server when its config names none."""
+        from .addresses import domain_addresses
+
+        return await self.run(domain_addresses, vm_id, self.settings.vm_id, vm_id=vm_id)
 
     async def run(self, fn: Callable[..., T], *args: Any, vm_id: str | None = None) -> T:
         """Run the blocking ``fn(conn, *args)`` on the current libvirt connection, off the

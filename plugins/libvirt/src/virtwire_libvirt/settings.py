@@ -32,6 +32,10 @@ class LibvirtSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keepalive_count: int = 3
     #: Threads running blocking libvirt calls.
     workers: int = 4
+    #: Serial consoles (``terminal-connect`` type ``serial``): take a domain's console even
+    #: when another client (``virsh console``) holds it, disconnecting that client. Off: such
+    #: a console is refused with ``CONSOLE_BUSY``.
+    console_force: bool = False
 
     def __post_init__(self) -> None:
         checks = (

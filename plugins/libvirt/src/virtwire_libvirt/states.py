@@ -58,13 +58,3 @@ EVENT_STATES: dict[int, str] = {
     PMSUSPENDED: "suspended",
     CRASHED: "crashed",
 }
-
-#: The system-event a successful control action leads to.
-ACTION_EVENTS: dict[str, str] = {
-    "start": "vm-started",
-    "stop": "vm-stopped",
-    "pause": "vm-paused",
-    "resume": "vm-resumed",
-    "restart": "vm-rebooted",
-    "reset": "vm-rebooted",
-}

@@ -26,7 +26,7 @@ class LogsPlugin:
 
         self.gateway = gateway
         self.settings: LogsSettings = gateway.plugin_config(NAME)
-        resolved = resolve(self.settings)
+        resolved = resolve(self.settings, gateway.state_dir)
         self.default = resolved.default
         self.log = gateway.log.bind(plugin=NAME)
         text = gateway.catalogue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,9 @@ class Resolved:
     gateway_log: FileSpec | None
 
 
-def resolve(settings: LogsSettings) -> Resolved:
-    """Absolute paths for the allow list, the default name and the gateway log."""
+def resolve(settings: LogsSettings, state: Callable[[], Path] = state_dir) -> Resolved:
+    """Absolute paths for the allow list, the default name and the gateway log (kept in
+    ``state()``, the gateway's state directory, unless ``gateway_log_path`` says)."""
     base = Path(settings.directory).expanduser() if settings.directory else None
     if base is not None and not base.is_absolute():
         raise ConfigError(f"[plugins.logs] directory must be an absolute path, not {base}")
@@ -114,7 +116,7 @@ def resolve(settings: LogsSettings) -> Resolved:
         path = (
             Path(settings.gateway_log_path).expanduser()
             if settings.gateway_log_path
-            else state_dir() / GATEWAY_LOG_NAME
+            else state() / GATEWAY_LOG_NAME
         )
         gateway_log = FileSpec(gateway_name, path, path.parent)
         files[gateway_name] = gateway_log
