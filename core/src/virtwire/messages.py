@@ -62,6 +62,9 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.truncated": "日志文件被截断，重新加载...",
         "logs.deleted": "日志文件 {name} 不再存在",
         "logs.rotated": "日志文件 {name} 已轮转，继续跟踪新文件",
+        "logs.rotated_skipped": (
+            "日志文件 {name} 已轮转，继续跟踪新文件（新文件开头 {count} 行未显示）"
+        ),
         "logs.dropped": "客户端接收过慢，跳过了 {count} 行日志",
         "logs.too_many": "连接过多：每个客户端最多 {limit} 个日志连接",
         "logs.line_cut": "…[行过长，已截断 {count} 字节]",
@@ -126,6 +129,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.truncated": "log file truncated, reloading...",
         "logs.deleted": "log file {name} no longer exists",
         "logs.rotated": "log file {name} was rotated, following the new file",
+        "logs.rotated_skipped": "log file {name} was rotated, following the new file "
+        "({count} lines at its start are not shown)",
         "logs.dropped": "client too slow, skipped {count} log lines",
         "logs.too_many": "too many connections: at most {limit} log connections per client",
         "logs.line_cut": "…[line too long, {count} bytes cut]",

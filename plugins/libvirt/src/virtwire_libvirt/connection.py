@@ -163,9 +163,12 @@ class Link:
         try:
             conn = libvirt.open(settings.uri)
             self.conn = conn
-            if settings.keepalive_interval > 0 and not settings.uri.startswith("test:"):
+            if not settings.uri.startswith("test:"):
+                # libvirt's own keepalive closes the client socket under a call that is
+                # still waiting in it, and libvirt 9 can crash the process when the daemon
+                # then answers: liveness is probed by LibvirtConnection instead
                 with contextlib.suppress(libvirt.libvirtError):
-                    conn.setKeepAlive(settings.keepalive_interval, settings.keepalive_count)
+                    conn.setKeepAlive(-1, 0)
             by, generation = settings.vm_id, self.generation
 
             def lifecycle(_c: Any, dom: Any, event: int, detail: int, _o: Any) -> None:
@@ -278,6 +281,7 @@ class LibvirtConnection:
         self._listeners: list[Listener] = []
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._reconnector: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         #: Set while connected / while the hypervisor is unreachable.
         self.connected = asyncio.Event()
         self.disconnected = asyncio.Event()
@@ -300,6 +304,8 @@ class LibvirtConnection:
 
     async def close(self) -> None:
         self.state = State.CLOSED
+        if self._prober is not None:
+            self._prober.cancel()
         if self._reconnector is not None:
             self._reconnector.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -421,7 +427,31 @@ class LibvirtConnection:
         self.disconnected.clear()
         self.connected.set()
         self.log.info("libvirt connected")
+        if self.settings.keepalive_interval > 0 and not self.settings.uri.startswith("test:"):
+            if self._prober is None or self._prober.done():
+                self._prober = asyncio.create_task(self._probe(), name="libvirt-keepalive")
         await self._on_up()
+
+    async def _probe(self) -> None:
+        """Keepalive: a daemon that does not answer a cheap call within interval x count
+        seconds is gone. The probe may stay blocked in it: the link is retired and drains
+        when the daemon answers or its socket closes."""
+        interval = self.settings.keepalive_interval
+        limit = interval * max(self.settings.keepalive_count, 1)
+        while self.state is not State.CLOSED:
+            await asyncio.sleep(interval)
+            link = self._link
+            if self.state is not State.CONNECTED or link is None:
+                continue
+            try:
+                async with asyncio.timeout(limit):
+                    await asyncio.wrap_future(link.submit(_alive))
+            except TimeoutError:
+                self._lost(link.generation, f"no answer from libvirt within {limit:g} s")
+            except Lost as exc:
+                self._lost(link.generation, str(exc))
+            except Exception as exc:  # Retired (replaced meanwhile) or a libvirt error
+                self.log.debug("libvirt keepalive probe failed", error=describe(exc))
 
     def _retire(self, link: Link) -> None:
         loop = self._loop
@@ -481,6 +511,10 @@ class LibvirtConnection:
                     return
                 self.state = State.DISCONNECTED
                 self.log.debug("libvirt reconnect failed", error=self.last_error)
+
+
+def _alive(conn: Any) -> int:
+    return int(conn.getLibVersion())
 
 
 def describe(exc: BaseException) -> str:
