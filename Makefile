@@ -25,7 +25,7 @@ help:
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run the benchmarks in bench/"
 
-install: apt $(STAMP) tests/js/node_modules/.package-lock.json
+install: apt $(STAMP) tests/js/node_modules/.package-lock.json plugins/web/node_modules/.package-lock.json
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -58,6 +58,11 @@ tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# the web console's front-end libraries (served from there; a wheel vendors them)
+plugins/web/node_modules/.package-lock.json: plugins/web/package.json plugins/web/package-lock.json
+	cd plugins/web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 serve: install
 	$(VENV)/bin/virtwire serve
 
@@ -75,4 +80,4 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .iso tests/js/node_modules
+	rm -rf $(VENV) $(TOOLS) .iso tests/js/node_modules plugins/web/node_modules

@@ -1,10 +1,15 @@
-"""Servers for bench_core.py: virtwire with a bench plugin, and a bare Starlette app doing the
-same things without virtwire. Run: python _core_servers.py virtwire|bare PORT."""
+"""Servers for bench_core.py and bench_idle.py: virtwire with a bench plugin, a bare Starlette app
+doing the same things without virtwire, and the `websockets` library's own server (idle
+connections only). Run: python _core_servers.py virtwire|bare|websockets PORT.
+
+BENCH_PING_INTERVAL / BENCH_PING_TIMEOUT (seconds) set the keepalive pings of all three (default:
+virtwire's defaults, 20 s and 20 s)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 from typing import Any
@@ -15,6 +20,9 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from virtwire import hookimpl
 from virtwire.topics import ChannelTopic
+
+PING_INTERVAL = float(os.environ.get("BENCH_PING_INTERVAL", "20"))
+PING_TIMEOUT = float(os.environ.get("BENCH_PING_TIMEOUT", "20"))
 
 STATUS = {
     "vmId": "vm-001",
@@ -60,6 +68,11 @@ def virtwire_app(port: int) -> Any:
                 "log_level": "warning",
                 "rate_limit": 1e9,
                 "rate_burst": 10**9,
+                "ping_interval": PING_INTERVAL,
+                "ping_timeout": PING_TIMEOUT,
+                # the load generator opens thousands of connections from one address
+                "max_connections": 0,
+                "max_connections_per_address": 0,
             }
         }
     )
@@ -106,15 +119,47 @@ def bare_app(port: int) -> Any:
         http="httptools",
         ws="websockets-sansio",
         ws_per_message_deflate=False,
+        ws_ping_interval=PING_INTERVAL,
+        ws_ping_timeout=PING_TIMEOUT,
         log_level="warning",
         access_log=False,
     )
     return uvicorn.Server(config)
 
 
+def websockets_server(port: int) -> None:
+    """The `websockets` library's own asyncio server (on uvloop, as the others): each
+    connection waits for messages and answers echo requests."""
+    import uvloop
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def handler(ws: ServerConnection) -> None:
+        async for text in ws:
+            msg = json.loads(text)
+            if msg.get("type") == "echo":
+                await ws.send(json.dumps({"type": "echo-response", "id": msg.get("id")}))
+
+    async def main() -> None:
+        async with serve(
+            handler,
+            "127.0.0.1",
+            port,
+            compression=None,
+            ping_interval=PING_INTERVAL,
+            ping_timeout=PING_TIMEOUT,
+            max_size=2**20,
+        ) as server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
 if __name__ == "__main__":
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     kind, port = sys.argv[1], int(sys.argv[2])
-    server = virtwire_app(port) if kind == "virtwire" else bare_app(port)
-    server.run()
+    if kind == "websockets":
+        websockets_server(port)
+    else:
+        server = virtwire_app(port) if kind == "virtwire" else bare_app(port)
+        server.run()

@@ -115,3 +115,23 @@ def test_one_oversize_frame_fits_an_empty_queue() -> None:
     assert box.put("x" * 500)  # larger than the byte bound, but nothing else is queued
     assert not box.put("y")
     assert box.overflowed
+
+
+async def test_an_outbox_in_a_channel_twice_gets_each_frame_once() -> None:
+    """``vm-status`` for one VM and ``vm-status-all`` on one connection: one push per change,
+    also on the direct write path (where queued frames cannot coalesce)."""
+    written: list[str] = []
+    box = Outbox(1 << 20, 100)
+    box.direct = lambda text: written.append(text) is None
+    box._waiter = asyncio.get_running_loop().create_future()  # the writer is idle
+    channel = Channel("vm-status", latest=True)
+    one = channel.add(box, lambda key: key == "vm1")
+    every = channel.add(box)
+    assert channel.publish("vm-status", {"vmId": "vm1"}, key="vm1") == 1
+    assert channel.publish("vm-status", {"vmId": "vm2"}, key="vm2") == 1
+    assert len(written) == 2
+    channel.remove(every)  # back to the one-VM filter
+    assert channel.publish("vm-status", {"vmId": "vm2"}, key="vm2") == 0
+    assert channel.publish("vm-status", {"vmId": "vm1"}, key="vm1") == 1
+    channel.remove(one)
+    assert len(channel) == 0

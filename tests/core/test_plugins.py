@@ -144,6 +144,11 @@ def test_plugins_command_lists_and_survives_a_broken_plugin(
     site = tmp_path / "site"
     _fake_distribution(site, "brokenplug", "raise ImportError('missing dependency foo')\n")
     cli_env["PYTHONPATH"] = str(site)
+    # a config file without [plugins] enabled: every installed plugin (the embedded default
+    # would load only the product's own)
+    listing = tmp_path / "all.toml"
+    listing.write_text('[auth]\nsecret = "0123456789abcdef0123"\n')
+    cli_env["VIRTWIRE_CONFIG"] = str(listing)
     out = subprocess.run(
         [virtwire_bin, "plugins", "--json"], env=cli_env, capture_output=True, text=True, timeout=60
     )
@@ -166,6 +171,7 @@ def test_plugins_command_lists_and_survives_a_broken_plugin(
     config.write_text(
         '[auth]\nsecret = "0123456789abcdef0123"\n[plugins]\nenabled = ["brokenplug"]\n'
     )
+    del cli_env["VIRTWIRE_CONFIG"]
     serve = subprocess.run(
         [virtwire_bin, "serve", "--config", str(config), "--port", "0"],
         env=cli_env,

@@ -72,7 +72,16 @@ def test_generated_projects_install_are_listed_and_pass_their_tests(
         projects.append(path)
     install(*map(str, projects))
 
-    listed = json.loads(_run([str(venv / "bin" / "virtwire"), "plugins", "--json"], tmp_path, env))
+    # with a config file (the embedded default would load only the product's plugins)
+    listing = tmp_path / "listing.toml"
+    listing.write_text('[auth]\nsecret = "0123456789abcdef0123"\n')
+    listed = json.loads(
+        _run(
+            [str(venv / "bin" / "virtwire"), "plugins", "--json", "--config", str(listing)],
+            tmp_path,
+            env,
+        )
+    )
     rows = {r["name"]: r for r in listed}
     for kind in KINDS:
         row = rows[f"demo-{kind}"]

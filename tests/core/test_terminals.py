@@ -14,7 +14,7 @@ PLUGINS: list[Any] = [("local", LocalShellPlugin())]
 PROMPT = r"\$ $"
 
 
-async def output_until(client: Client, pattern: str, timeout: float = 10.0) -> str:
+async def output_until(client: Client, pattern: str, timeout: float = 20.0) -> str:
     seen = ""
     async with asyncio.timeout(timeout):
         while not re.search(pattern, seen):
@@ -28,7 +28,7 @@ async def test_shell_round_trip_and_exit_status() -> None:
         assert reply["type"] == "terminal-connect-response", reply
         await output_until(client, PROMPT)  # typed-ahead input may be flushed before
         await client.request("terminal-input", {"vmId": "here", "input": "echo $((6*7))\n"})
-        await output_until(client, r"[\r\n]42\r\n")
+        await output_until(client, r"[\r\n]42\r\n\$ $")
         await client.request("terminal-input", {"vmId": "here", "input": "exit 4\n"})
         closed = await client.expect("terminal-closed")
         assert closed["data"]["exitStatus"] == 4 and closed["data"]["reason"] == "exited"
@@ -79,7 +79,7 @@ async def test_a_second_page_of_the_same_user_watches_until_the_first_leaves() -
             watching = await second.request("terminal-connect", {"vmId": "here", "sessionId": sid})
             assert watching["data"]["mode"] == "observer"  # the first page still holds it
             await first.request("terminal-input", {"vmId": "here", "input": "echo one\n"})
-            await output_until(second, r"[\r\n]one\r\n")
+            await output_until(second, r"[\r\n]one\r\n\$ $")
             sessions = list(server.gateway.sessions)
             await first.close()
             waits = [asyncio.ensure_future(s.finished.wait()) for s in sessions]

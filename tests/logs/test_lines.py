@@ -61,3 +61,12 @@ def test_read_tail_of_real_files(tmp_path):
     tail = tail_of(path, 2)
     assert tail.lines == ["y" * 100 + "[cut 400]", "last"]
     assert (len(tail.partial), tail.partial_extra) == (100, 200)
+
+
+def test_crlf_line_ends_are_stripped():
+    s = LineSplitter(100, marker)
+    assert s.feed(b"one\r\ntwo\r\nthr") == ["one", "two"]
+    assert s.feed(b"ee\r\n") == ["three"]
+    assert s.feed(b"bare\rcr\n") == ["bare\rcr"]  # only a CR right before the LF goes
+    long = LineSplitter(4, marker)
+    assert long.feed(b"abcdefgh\r\nx\r\n") == ["abcd[cut 4]", "x"]

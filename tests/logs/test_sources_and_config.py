@@ -60,6 +60,7 @@ async def test_embedded_default_serves_the_gateway_log(logs_server, tmp_path, se
         # tokens in request lines are not written to the file
         text = path.read_text()
         assert "/api/v1/ws/logs?token=[REDACTED]" in text
+        assert path.stat().st_mode & 0o777 == 0o600  # the log names users and clients
         assert "token=eyJ" not in text
     # the handler is gone with the gateway
     assert all(getattr(h, "baseFilename", None) != str(path) for h in root.handlers)

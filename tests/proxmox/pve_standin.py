@@ -933,10 +933,23 @@ def _set_size(fd: int, cols: int, rows: int) -> None:
 
 
 async def qmp_command(path: str, command: str, arguments: dict[str, Any] | None = None) -> Any:
-    """One QMP command on a QEMU monitor socket."""
+    """One QMP command on a QEMU monitor socket. QEMU serves one monitor client at a time
+    and may drop a connection made while it is still setting up: retry a few times."""
+    for attempt in range(50):
+        try:
+            return await _qmp_once(path, command, arguments)
+        except (ConnectionError, json.JSONDecodeError):
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+async def _qmp_once(path: str, command: str, arguments: dict[str, Any] | None) -> Any:
     reader, writer = await asyncio.open_unix_connection(path)
     try:
-        await reader.readline()  # greeting
+        if not (await reader.readline()).startswith(b'{"QMP"'):  # greeting
+            raise ConnectionResetError("no QMP greeting")
         for cmd in ({"execute": "qmp_capabilities"}, {"execute": command}):
             if cmd["execute"] == command and arguments:
                 cmd["arguments"] = arguments
@@ -951,6 +964,8 @@ async def qmp_command(path: str, command: str, arguments: dict[str, Any] | None 
         return reply["return"]
     finally:
         writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 # -- the server --------------------------------------------------------------------------

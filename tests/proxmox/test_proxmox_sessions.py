@@ -15,12 +15,13 @@ from virtwire.testing import run_server
 
 
 async def test_ticket_is_renewed_before_it_expires(standin: StandIn, cluster: Cluster) -> None:
-    cluster.ticket_lifetime = 1.5
+    # tickets carry whole seconds, as Proxmox's do: a 2.5 s lifetime is at least 1.5 s
+    cluster.ticket_lifetime = 2.5
     async with proxmox_server(standin, ticket_renew=0.4) as server, server.client() as client:
         backend = backend_of(server)
         started = time.monotonic()
         # well past the first ticket's lifetime, every call still went through
-        await until(lambda: time.monotonic() - started > 3.0 and cluster.renewals >= 3)
+        await until(lambda: time.monotonic() - started > 3.5 and cluster.renewals >= 3)
         assert cluster.logins == 1 and cluster.refused == 0
         assert backend.state.value == "up"
         reply = await client.request("vm-control", {"vmId": "pve:100", "action": "pause"})
@@ -162,3 +163,31 @@ def test_bad_settings_stop_the_gateway(
 async def test_unconfigured_plugin_serves_no_vms() -> None:
     async with run_server(plugins=[("proxmox", virtwire_proxmox)]) as server:
         assert [b for b in server.gateway.backends if b.name == "proxmox"] == []
+
+
+async def test_the_certificate_is_checked(standin: StandIn) -> None:
+    # the stand-in's self-signed certificate is in no trust store: refused without ca_file
+    async with proxmox_server(standin, ca_file=None) as server, server.client() as client:
+        reply = await client.request("subscribe", {"topic": "vm-status-all"})
+        assert reply["data"]["code"] == "BACKEND_UNAVAILABLE"
+        assert reply["data"]["details"].startswith("unreachable: TLS:")
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+async def test_verify_ssl_off_accepts_any_certificate(standin: StandIn) -> None:
+    async with proxmox_server(standin, ca_file=None, verify_ssl=False) as server:
+        async with server.client() as client:
+            reply = await client.request("subscribe", {"topic": "vm-status-all"})
+            assert reply["data"]["count"] == 3
+
+
+def test_virtwire_plugins_lists_it(cli_env: dict[str, str], virtwire_bin: str) -> None:
+    import json
+    import subprocess
+
+    done = subprocess.run(
+        [virtwire_bin, "plugins", "--json"], env=cli_env, capture_output=True, text=True, timeout=60
+    )
+    plugins = {p["name"]: p for p in json.loads(done.stdout)}
+    assert plugins["proxmox"]["distribution"] == "virtwire-proxmox"
+    assert plugins["proxmox"]["state"] == "enabled"

@@ -124,7 +124,16 @@ async def test_a_stalled_observer_does_not_freeze_the_owner(sshd: Sshd, tmp_path
         (terminal,) = server.gateway.terminals.terminals.values()
         observers = [v for v in terminal.viewers if v.mode.value == "observer"]
         assert observers and observers[0].skipped > 0  # bob missed output instead
-        bob.ws.transport.abort()  # its socket is full: no close handshake
+        # bob's page reads again: once caught up, it gets a redraw (reset, then the
+        # scrollback), so its screen ends like the owner's
+        bob._reader = asyncio.create_task(bob._read())
+        await owner.request("terminal-input", {"vmId": "vm-1", "input": "echo again\r"})
+        redraw = await bob.expect(
+            "terminal-output", where=lambda f: f["data"]["output"].startswith("\x1bc"), timeout=30
+        )
+        assert "\n800000\r\n" in redraw["data"]["output"] or await read_until(
+            bob, r"[\r\n]800000\r\n"
+        )
 
 
 async def test_changed_host_key_is_refused(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ from .config import Settings, load_settings
 from .connection import WebSocketEndpoint
 from .errors import CloseCode
 from .gateway import Gateway
+from .hosts import HostCheck, default_hosts
 from .log import get_logger, install_redaction
+from .wire import HttpProtocol, Limits, WebSocketProtocol
 
 
 def create_app(
@@ -65,36 +67,75 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
-    return VirtwireApp(app, WebSocketEndpoint(gateway))
+    server = settings.server
+    hosts = server.allowed_hosts if server.allowed_hosts is not None else default_hosts(server.host)
+    if "*" in hosts:
+        gateway.log.warning(
+            "any Host name is served (bound to every interface); list the gateway's names "
+            "in server.allowed_hosts to refuse DNS rebinding"
+        )
+    return VirtwireApp(app, WebSocketEndpoint(gateway), HostCheck(hosts))
 
 
 class VirtwireApp:
-    """The ASGI app: ``/ws`` goes straight to the gateway's endpoint (no router, no middleware
-    wrapping ``send``, so frames can take the direct write path); everything else, lifespan
-    included, to the Starlette app."""
+    """The ASGI app: requests whose ``Host`` is not allowed get 403; ``/ws`` goes straight to
+    the gateway's endpoint (no router, no middleware wrapping ``send``, so frames can take the
+    direct write path); everything else, lifespan included, to the Starlette app."""
 
-    def __init__(self, starlette: Starlette, ws: WebSocketEndpoint) -> None:
+    def __init__(self, starlette: Starlette, ws: WebSocketEndpoint, hosts: HostCheck) -> None:
         self.starlette = starlette
         self.ws = ws
+        self.hosts = hosts
         self.state = starlette.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
+        kind = scope["type"]
+        if kind != "lifespan" and not self.hosts(_host(scope)):
+            await self._refuse_host(scope, receive, send)
+        elif kind == "websocket" and scope["path"] == "/ws":
             await self.ws(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
 
+    async def _refuse_host(self, scope: Any, receive: Any, send: Any) -> None:
+        self.state.gateway.log.warning("request refused: Host not allowed", host=_host(scope))
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION})
+            return
+        body = b"Host not allowed\n"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _host(scope: Any) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"host":
+            return str(value.decode("latin-1"))
+    return None
+
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
-    """uvicorn configured as virtwire runs it: uvloop, httptools, the sans-I/O websockets
-    implementation, keepalive pings, no permessage-deflate unless configured."""
+    """uvicorn configured as virtwire runs it: uvloop, httptools and the sans-I/O websockets
+    implementation through virtwire's protocols (:mod:`virtwire.wire`: connection caps,
+    handshake and close deadlines, the direct write path), keepalive pings, no
+    permessage-deflate unless configured."""
     server = settings.server
     options: dict[str, Any] = {
         "host": server.host,
         "port": server.port,
         "loop": "uvloop",
-        "http": "httptools",
-        "ws": "websockets-sansio",
+        "http": HttpProtocol,
+        "ws": WebSocketProtocol,
         # The app checks max_message_bytes itself and answers with a precise error; this is
         # the hard cap beyond which the protocol layer drops the connection (1009).
         "ws_max_size": server.max_message_bytes * 2,
@@ -108,7 +149,14 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "server_header": False,
     }
     options.update(overrides)
-    return uvicorn.Config(app, **options)
+    config = uvicorn.Config(app, **options)
+    config.virtwire_limits = Limits(  # type: ignore[attr-defined]
+        max_connections=server.max_connections,
+        max_per_address=server.max_connections_per_address,
+        handshake_timeout=server.handshake_timeout,
+        close_timeout=server.close_timeout,
+    )
+    return config
 
 
 class Server(uvicorn.Server):

@@ -90,6 +90,7 @@ class Authenticator:
             if isinstance(exc, jwt.DecodeError):
                 reason = "malformed token"
             raise VirtwireError(ErrorCode.AUTH_FAILED, reason) from None
+        _check_numeric_dates(claims)
         return principal_from_claims(claims)
 
     def mint(
@@ -119,6 +120,24 @@ class Authenticator:
             claims["iss"] = self.config.issuer
         claims.update(extra or {})
         return jwt.encode(claims, self._sign_key, algorithm=self.config.algorithms[0])
+
+
+_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _check_numeric_dates(claims: Any) -> None:
+    """RFC 7519 NumericDate: ``exp``, ``nbf`` and ``iat`` are JSON numbers. A numeric
+    string would pass the library's checks but never expire a live connection."""
+    if not isinstance(claims, dict):
+        raise VirtwireError(ErrorCode.AUTH_FAILED, "malformed token")
+    for name in _DATE_CLAIMS:
+        value = claims.get(name)
+        if value is None and name not in claims:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise VirtwireError(ErrorCode.AUTH_FAILED, f"claim {name!r} must be a NumericDate")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise VirtwireError(ErrorCode.AUTH_FAILED, f"claim {name!r} must be a NumericDate")
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

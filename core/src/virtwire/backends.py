@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -20,6 +20,10 @@ __all__ = [
 
 #: Control actions of ``vm-control``.
 Action = Literal["start", "stop", "restart", "pause", "resume", "reset"]
+
+#: A VM id as clients may send it: 1 to 256 characters, no control characters (a NUL or
+#: a newline is never part of a hypervisor's VM name).
+VmId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 ACTIONS: tuple[str, ...] = ("start", "stop", "restart", "pause", "resume", "reset")
 
 #: Status words backends report (docs/protocol.md explains each).

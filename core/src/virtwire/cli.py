@@ -33,7 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
     gateway = app.state.gateway
     server = Server(uvicorn_config(app, settings))
     host = settings.server.host
-    url = f"ws://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{settings.server.port}/ws"
+    origin = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{settings.server.port}"
+    url = f"ws://{origin}/ws"
     lines = [
         f"virtwire {__version__} on http://{host}:{settings.server.port}",
         "plugins: "
@@ -54,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"  {token}",
             f"connect: {url}?token={token}",
         ]
+        lines += [f"{label}: http://{origin}{path}?token={token}" for label, path in gateway.pages]
     print("\n".join(lines), flush=True)
     server.run()
     return 0

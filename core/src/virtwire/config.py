@@ -42,13 +42,23 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Browser origins allowed to connect ("https://app.example.com"); "*" allows any.
     #: Same-origin requests and clients that send no Origin header are always allowed.
     allowed_origins: list[str] = msgspec.field(default_factory=list)
+    #: Names the Host header may carry ("gw.example.com", "*.example.com", "10.0.0.5");
+    #: None: loopback names, plus the bind address unless it is a wildcard.
+    allowed_hosts: list[str] | None = None
+    max_connections: int = 10000
+    max_connections_per_address: int = 256
+    handshake_timeout: float = 10.0
+    close_timeout: float = 2.0
     max_message_bytes: int = 1024 * 1024
+    preauth_max_message_bytes: int = 16 * 1024
+    preauth_send_queue_bytes: int = 64 * 1024
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     send_queue_bytes: int = 4 * 1024 * 1024
     send_queue_messages: int = 4096
     rate_limit: float = 500.0
     rate_burst: int = 1000
+    flood_close_after: float = 2.0
     max_concurrent_requests: int = 16
     max_subscriptions: int = 256
     per_message_deflate: bool = False
@@ -270,6 +280,29 @@ def _check_auth(auth: AuthConfig, source: str) -> None:
         raise ConfigError(f"{source}: auth.auth_timeout must be positive")
 
 
+def _check_server(server: ServerConfig, source: str) -> None:
+    if server.max_message_bytes < 1024:
+        raise ConfigError(f"{source}: server.max_message_bytes must be at least 1024")
+    if server.preauth_max_message_bytes < 256:
+        raise ConfigError(f"{source}: server.preauth_max_message_bytes must be at least 256")
+    if server.preauth_send_queue_bytes < 1024:
+        raise ConfigError(f"{source}: server.preauth_send_queue_bytes must be at least 1024")
+    for key in ("max_connections", "max_connections_per_address"):
+        if getattr(server, key) < 0:
+            raise ConfigError(f"{source}: server.{key} must be 0 (no cap) or positive")
+    for key in ("handshake_timeout", "close_timeout", "shutdown_timeout"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"{source}: server.{key} must be positive")
+    if server.flood_close_after < 0:
+        raise ConfigError(f"{source}: server.flood_close_after must be 0 (never) or positive")
+    if server.rate_limit <= 0 or server.rate_burst < 1:
+        raise ConfigError(f"{source}: server.rate_limit and server.rate_burst must be positive")
+    if server.allowed_hosts is not None and not all(
+        isinstance(h, str) and h.strip() for h in server.allowed_hosts
+    ):
+        raise ConfigError(f"{source}: server.allowed_hosts must be a list of host names")
+
+
 def _check_terminal(term: TerminalConfig, source: str) -> None:
     checks = (
         ("detach_timeout", term.detach_timeout >= 0),
@@ -355,8 +388,7 @@ def load_settings(
         )
     if not 0 <= root.server.port <= 65535:
         raise ConfigError(f"{source}: server.port {root.server.port} is out of range")
-    if root.server.max_message_bytes < 1024:
-        raise ConfigError(f"{source}: server.max_message_bytes must be at least 1024")
+    _check_server(root.server, source)
     _check_auth(root.auth, source)
     _check_terminal(root.terminal, source)
     _check_consoles(root.consoles, source)

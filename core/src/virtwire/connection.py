@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import CloseCode, ErrorCode, VirtwireError
-from .fastpath import abort, direct_writer
-from .protocol import Frame, convert_data, decode_frame, decode_json
+from .errors import CloseCode, ErrorCode, VirtwireError, invalid_field
+from .protocol import Frame, convert_data, decode_frame, encode_error, salvage_id
 from .session import Session, State
-from .topics import Reply
+from .topics import Reply, recheck_subscriptions
+from .wire import abort_send, protocol_of
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from .gateway import Gateway
     from .topics import MessageHandler
-
-
-#: Seconds a closing client gets to take the close frame before the TCP connection is dropped.
-CLOSE_GRACE = 2.0
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -32,16 +29,36 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 def token_from_scope(scope: Scope) -> str | None:
-    """The token from ``?token=`` or an ``Authorization: Bearer`` header."""
+    """The token from ``?token=`` or an ``Authorization: Bearer`` header.
+
+    Raises ``VirtwireError(AUTH_FAILED)`` when the request is ambiguous: ``token`` given more
+    than once, several Authorization headers, or a query token and a header that differ.
+    """
     query = scope.get("query_string", b"").decode("latin-1")
+    from_query = None
     if query:
-        values = parse_qs(query).get("token")
-        if values and values[0]:
-            return values[0]
-    auth = header(scope, b"authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    return None
+        values = parse_qs(query, keep_blank_values=True).get("token")
+        if values:
+            if len(values) > 1:
+                raise _ambiguous()
+            from_query = values[0] or None
+    headers = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
+    if len(headers) > 1:
+        raise _ambiguous()
+    from_header = None
+    if headers:
+        auth = headers[0].decode("latin-1")
+        if auth[:7].lower() == "bearer ":
+            from_header = auth[7:].strip() or None
+    if from_query is not None and from_header is not None and from_query != from_header:
+        raise _ambiguous()
+    return from_query or from_header
+
+
+def _ambiguous() -> VirtwireError:
+    return VirtwireError(
+        ErrorCode.AUTH_FAILED, "more than one token in the request", text_key="auth.ambiguous"
+    )
 
 
 def origin_allowed(scope: Scope, allowed: list[str]) -> bool:
@@ -63,15 +80,22 @@ def client_address(scope: Scope) -> str | None:
 
 
 class _RateLimiter:
-    """A token bucket per connection."""
+    """A token bucket per connection, with the flood streak it feeds: frames over the budget
+    are dropped unread; the first of a streak is answered with one ``RATE_LIMITED``; a streak
+    that lasts ``flood_close_after`` seconds closes the connection (1008)."""
 
-    __slots__ = ("burst", "rate", "stamp", "tokens")
+    __slots__ = ("burst", "last_drop", "rate", "stamp", "streak_since", "tokens")
+
+    #: A streak ends when no frame was dropped for this long.
+    QUIET = 1.0
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.tokens = float(burst)
         self.stamp = time.monotonic()
+        self.streak_since: float | None = None
+        self.last_drop = 0.0
 
     def allow(self) -> bool:
         now = time.monotonic()
@@ -79,7 +103,12 @@ class _RateLimiter:
         self.stamp = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
+            if self.streak_since is not None and now - self.last_drop > self.QUIET:
+                self.streak_since = None
             return True
+        if self.streak_since is None:
+            self.streak_since = now
+        self.last_drop = now
         return False
 
 
@@ -113,13 +142,19 @@ class Connection:
         self.session = session
         self.gateway = session.gateway
         self.send = send
+        self.wire = protocol_of(send)
         self.tasks: set[asyncio.Task[None]] = set()
         server = self.gateway.settings.server
-        self.limit = server.max_message_bytes
+        self.limit = min(server.preauth_max_message_bytes, server.max_message_bytes)
         self.limiter = _RateLimiter(server.rate_limit, server.rate_burst)
         self.max_tasks = server.max_concurrent_requests
         self._auth_timer: asyncio.TimerHandle | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._closed_now = False
+        if self.wire is not None:
+            self.wire.set_max_size(self.limit * 2)
+            self.wire.on_oversize = self._oversize_text
 
     async def run(self, scope: Scope, receive: Receive) -> None:
         session = self.session
@@ -128,13 +163,19 @@ class Connection:
         session.state = State.AUTHENTICATING
         gateway.sessions.add(session)
         session.log.info("connection opened", client=session.client)
-        session.outbox.direct = direct_writer(self.send)
+        if self.wire is not None:
+            session.outbox.direct = self.wire.write_text
         writer = self._writer_task = asyncio.create_task(self._writer())
-        session.close_now = self._close_now
-        token = token_from_scope(scope)
+        session.on_close = self._on_close
+        session.abort = self._abort
+        try:
+            token = token_from_scope(scope)
+        except VirtwireError as exc:
+            self._refuse_auth(exc, None)
+            token = None
         if token is not None:
             self._authenticate(token, None)
-        else:
+        elif session.close_code is None:
             self._auth_timer = loop.call_later(
                 gateway.settings.auth.auth_timeout, self._auth_timeout
             )
@@ -146,20 +187,13 @@ class Connection:
                 if kind == "websocket.receive":
                     if session.state is State.CLOSING:
                         continue
-                    text = message.get("text")
-                    if text is None:
-                        try:
-                            text = (message.get("bytes") or b"").decode()
-                        except UnicodeDecodeError:
-                            self._error(
-                                VirtwireError(
-                                    ErrorCode.INVALID_MESSAGE,
-                                    "binary frame is not UTF-8 JSON",
-                                    details={"reason": "binary frames must carry UTF-8 JSON"},
-                                )
-                            )
-                            continue
-                    await self._on_text(text)
+                    try:
+                        await self._on_message(message)
+                    except Exception as exc:  # a bug must not drop the connection silently
+                        session.log.exception("frame handling failed", error=type(exc).__name__)
+                        self._error(
+                            VirtwireError(ErrorCode.INTERNAL_ERROR, gateway.catalogue("internal"))
+                        )
                 elif kind == "websocket.disconnect":
                     code = message.get("code")
                     break
@@ -180,60 +214,102 @@ class Connection:
                         break
                 await send({"type": "websocket.send", "text": text})
             if session.close_code is not None and session.state is not State.CLOSED:
-                close = {
-                    "type": "websocket.close",
-                    "code": session.close_code,
-                    "reason": _reason(session.close_reason),
-                }
-                await self._send_close(close)
+                await send(self._close_message())
         except (OSError, RuntimeError) as exc:  # the client went away mid-send
             session.log.debug("send failed", error=f"{type(exc).__name__}: {exc}")
 
-    async def _send_close(self, close: dict[str, Any]) -> None:
-        try:
-            await asyncio.wait_for(self.send(close), CLOSE_GRACE)
-        except TimeoutError:  # it cannot even take the close frame: drop it
-            self.session.log.info("client did not take the close frame; aborting")
-            abort(self.send)
-
-    def _close_now(self) -> None:
-        """The client overflowed its queue: stop the writer (possibly blocked on a full
-        socket) and close without sending the backlog."""
+    def _close_message(self) -> dict[str, Any]:
         session = self.session
-        self._writer_task.cancel()
-        close = {
+        return {
             "type": "websocket.close",
             "code": session.close_code,
             "reason": _reason(session.close_reason),
         }
 
+    def _on_close(self, flush: bool) -> None:
+        """The session is closing: start the deadline after which the connection is dropped
+        (a client that stopped reading never takes its close frame); without ``flush``,
+        stop the writer and put the close frame on the wire now."""
+        if self._deadline is None:
+            timeout = self.gateway.settings.server.close_timeout
+            self._deadline = asyncio.get_running_loop().call_later(timeout, self._abort)
+        if flush or self._closed_now:
+            return
+        self._closed_now = True
+        self._writer_task.cancel()
+        if self.wire is not None:
+            self.wire.close_now(
+                self.session.close_code or CloseCode.NORMAL, _reason(self.session.close_reason)
+            )
+            return
+        close = self._close_message()
+
         async def closer() -> None:
-            try:
-                await self._send_close(close)
-            except (OSError, RuntimeError):
-                pass
+            with contextlib.suppress(OSError, RuntimeError):
+                await self.send(close)
 
         task = asyncio.get_running_loop().create_task(closer())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def _abort(self) -> None:
+        self._deadline = None
+        if self.session.state is State.CLOSED:
+            return
+        self.session.log.info("client did not take the close frame in time; dropping it")
+        if self.wire is not None:
+            self.wire.abort()
+        else:
+            abort_send(self.send)
+
     def _error(self, error: VirtwireError, id_: Any = None) -> None:
         self.session.send_error(error, id_)
 
+    def _oversize_text(self, size: int) -> str | None:
+        """The error frame the protocol sends before closing 1009 for a frame over its hard
+        cap (the frame itself is never read, so its id is unknown)."""
+        error = self._too_big(size)
+        error.message = self.gateway.catalogue("message.too_big", size=size, limit=self.limit)
+        return encode_error(error)
+
+    def _too_big(self, size: int) -> VirtwireError:
+        return VirtwireError(
+            ErrorCode.MESSAGE_TOO_BIG,
+            self.gateway.catalogue("message.too_big", size=size, limit=self.limit),
+            details={"size": size, "limit": self.limit},
+        )
+
     # -- reading -----------------------------------------------------------------------
-    async def _on_text(self, text: str) -> None:
+    async def _on_message(self, message: Any) -> None:
         session = self.session
+        # The budget comes first: a frame over it costs no decoding and gets no answer.
+        if not self.limiter.allow():
+            self._over_budget()
+            return
+        text = message.get("text")
+        if text is None:
+            raw = message.get("bytes") or b""
+            if len(raw) > self.limit:
+                self._error(self._too_big(len(raw)), salvage_id(raw.decode(errors="replace")))
+                session.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                self._error(
+                    VirtwireError(
+                        ErrorCode.INVALID_MESSAGE,
+                        "binary frame is not UTF-8 JSON",
+                        details={"reason": "binary frames must carry UTF-8 JSON"},
+                        text_key="message.not_utf8",
+                    )
+                )
+                return
         size = len(text)
         if size * 4 > self.limit:
-            size = len(text.encode())
+            size = len(text.encode(errors="surrogatepass"))
         if size > self.limit:
-            self._error(
-                VirtwireError(
-                    ErrorCode.MESSAGE_TOO_BIG,
-                    self.gateway.catalogue("message.too_big", size=size, limit=self.limit),
-                    details={"size": size, "limit": self.limit},
-                )
-            )
+            self._error(self._too_big(size), salvage_id(text))
             session.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
             return
         if text == "ping":
@@ -242,37 +318,50 @@ class Connection:
         try:
             frame = decode_frame(text)
         except VirtwireError as exc:
-            self._error(exc, _salvage_id(text))
+            self._error(exc, salvage_id(text))
             return
-        if not self.limiter.allow():
+        await self._on_frame(frame)
+
+    def _over_budget(self) -> None:
+        limiter = self.limiter
+        session = self.session
+        since = limiter.streak_since
+        if since is not None and since == limiter.last_drop:  # the first drop of a streak
             self._error(
                 VirtwireError(
-                    ErrorCode.RATE_LIMITED, self.gateway.catalogue("message.rate_limited")
-                ),
-                frame.id,
+                    ErrorCode.RATE_LIMITED,
+                    self.gateway.catalogue("message.rate_limited"),
+                    details={"dropped": True},
+                )
             )
             return
+        after = self.gateway.settings.server.flood_close_after
+        if after and since is not None and limiter.last_drop - since >= after:
+            session.log.warning("client flooding frames; closing", code=CloseCode.POLICY_VIOLATION)
+            self._error(
+                VirtwireError(ErrorCode.RATE_LIMITED, self.gateway.catalogue("message.flood"))
+            )
+            session.close(CloseCode.POLICY_VIOLATION, "flood")
+
+    async def _on_frame(self, frame: Frame) -> None:
+        session = self.session
         if frame.type == "auth":
             token = (frame.data or {}).get("token")
             if not isinstance(token, str):
-                self._error(
-                    VirtwireError(
-                        ErrorCode.INVALID_MESSAGE,
-                        "invalid data.token: Expected `str`",
-                        details={"field": "data.token", "reason": "Expected `str`"},
-                    ),
-                    frame.id,
-                )
+                self._error(invalid_field("data.token", "Expected `str`"), frame.id)
                 return
             self._authenticate(token, frame.id, explicit=True)
             return
+        authenticated = session.state is State.OPEN
         if frame.type == "ping":
+            # Before authentication a ping is answered, but its data is not echoed.
+            data = (frame.data or {}) if authenticated else {}
             if frame.id is not None:
-                session.send("pong", frame.data or {}, frame.id)
+                session.send("pong", data, frame.id)
             else:
-                session.send("pong", frame.data or {})
+                session.send("pong", data)
             return
-        if session.state is not State.OPEN:
+        if not authenticated:
             self._error(
                 VirtwireError(ErrorCode.AUTH_REQUIRED, self.gateway.catalogue("auth.required")),
                 frame.id,
@@ -339,6 +428,21 @@ class Connection:
             then()
 
     # -- auth --------------------------------------------------------------------------
+    def _refuse_auth(self, exc: VirtwireError, id_: Any) -> None:
+        session = self.session
+        text = self.gateway.catalogue
+        if exc.text_key is not None:
+            message = text(exc.text_key, **exc.params)
+        elif exc.code == ErrorCode.TOKEN_EXPIRED:
+            message = text("auth.expired")
+        else:
+            message = text("auth.failed", reason=exc.message)
+        error = VirtwireError(exc.code, message, details={"reason": exc.message})
+        session.log.info("authentication failed", code=exc.code, reason=exc.message)
+        self._error(error, id_)
+        if session.state is not State.OPEN:
+            session.close(CloseCode.AUTH, exc.code)
+
     def _authenticate(self, token: str, id_: Any, *, explicit: bool = False) -> None:
         session = self.session
         gateway = self.gateway
@@ -346,16 +450,7 @@ class Connection:
         try:
             principal = gateway.auth.verify(token)
         except VirtwireError as exc:
-            message = (
-                text("auth.expired")
-                if exc.code == ErrorCode.TOKEN_EXPIRED
-                else text("auth.failed", reason=exc.message)
-            )
-            error = VirtwireError(exc.code, message, details={"reason": exc.message})
-            session.log.info("authentication failed", code=exc.code, reason=exc.message)
-            self._error(error, id_)
-            if session.state is not State.OPEN:
-                session.close(CloseCode.AUTH, exc.code)
+            self._refuse_auth(exc, id_)
             return
         previous = session.principal
         if previous is not None and previous.user_id != principal.user_id:
@@ -371,7 +466,8 @@ class Connection:
         if session.state is State.AUTHENTICATING:
             session.state = State.OPEN
             gateway.hub.sessions.add(session)
-        session.log = session.log.bind(user=principal.user_id)
+            self._lift_preauth_limits()
+            session.log = session.log.bind(user=principal.user_id)
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
@@ -392,6 +488,15 @@ class Connection:
                 },
                 id_,
             )
+        if previous is not None:
+            recheck_subscriptions(session)
+
+    def _lift_preauth_limits(self) -> None:
+        server = self.gateway.settings.server
+        self.limit = server.max_message_bytes
+        self.session.outbox.max_bytes = server.send_queue_bytes
+        if self.wire is not None:
+            self.wire.set_max_size(server.max_message_bytes * 2)
 
     def _auth_timeout(self) -> None:
         session = self.session
@@ -441,6 +546,9 @@ class Connection:
         writer.cancel()
         await asyncio.gather(writer, *self.tasks, return_exceptions=True)
         session.state = State.CLOSED
+        if self._deadline is not None:
+            self._deadline.cancel()  # from here the protocol's own deadline applies
+            self._deadline = None
         gateway.sessions.discard(session)
         session.finished.set()
         session.log.info("connection closed", code=code, server_code=session.close_code)
@@ -452,19 +560,6 @@ def _reason(text: str) -> str:
     if len(data) <= 123:
         return text
     return data[:123].decode(errors="ignore")
-
-
-def _salvage_id(text: str) -> Any:
-    """The ``id`` of a frame that failed validation, if the JSON had one."""
-    try:
-        value = decode_json(text)
-    except Exception:
-        return None
-    if isinstance(value, dict):
-        id_ = value.get("id")
-        if isinstance(id_, str | int) and not isinstance(id_, bool):
-            return id_
-    return None
 
 
 __all__ = ["Connection", "WebSocketEndpoint", "origin_allowed", "token_from_scope"]

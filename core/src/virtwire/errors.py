@@ -47,7 +47,7 @@ class CloseCode:
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
-    POLICY_VIOLATION = 1008  # e.g. a log file that is not on the allow list
+    POLICY_VIOLATION = 1008  # a log file not on the allow list; a client flooding frames
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     AUTH = 4001  # authentication failed, timed out or the token expired
@@ -75,6 +75,7 @@ class VirtwireError(Exception):
         vm_id: str | None = None,
         details: Any = None,
         params: dict[str, Any] | None = None,
+        text_key: str | None = None,
     ) -> None:
         message = message if message is not None else str(code)
         super().__init__(message)
@@ -83,6 +84,9 @@ class VirtwireError(Exception):
         self.vm_id = vm_id
         self.details = details
         self.params: dict[str, Any] = dict(params or {})
+        #: A catalogue key whose text (formatted with ``params``) the client gets instead of
+        #: ``error.<CODE>``'s, for errors whose wording depends on the case.
+        self.text_key = text_key
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -91,6 +95,18 @@ class VirtwireError(Exception):
         if self.details is not None:
             data["details"] = self.details
         return data
+
+
+def invalid_field(field: str, reason: str) -> VirtwireError:
+    """``INVALID_MESSAGE`` for one field of a client frame (``data.vmId``, ``id``), worded in
+    the client's locale; ``details`` names the field and msgspec's reason."""
+    return VirtwireError(
+        ErrorCode.INVALID_MESSAGE,
+        f"invalid {field}: {reason}",
+        details={"field": field, "reason": reason},
+        text_key="message.invalid_field",
+        params={"field": field, "reason": reason},
+    )
 
 
 class VmNotFound(VirtwireError):

@@ -48,6 +48,9 @@ class Gateway:
         self.handlers: dict[str, MessageHandler] = {}
         self.topics: dict[str, Topic] = {}
         self.routes: list[BaseRoute] = []
+        #: Pages a browser opens, as ``(label, path)`` (a plugin adds its own in
+        #: ``register_routes``); ``virtwire serve`` prints each with the development token.
+        self.pages: list[tuple[str, str]] = []
         self.sessions: set[Session] = set()
         #: One-time tickets of the console endpoints (``virtwire.tickets``).
         self.tickets = TicketStore(ttl=settings.consoles.ticket_ttl)
@@ -233,9 +236,12 @@ class Gateway:
         Raises ``VirtwireError`` (AUTH_REQUIRED, AUTH_FAILED, TOKEN_EXPIRED, FORBIDDEN)."""
         from .connection import token_from_scope
 
-        token = token_from_scope(websocket.scope)
+        try:
+            token = token_from_scope(websocket.scope)
+        except VirtwireError as exc:
+            raise VirtwireError(exc.code, self.catalogue("auth.ambiguous")) from None
         if not token:
-            raise VirtwireError(ErrorCode.AUTH_REQUIRED, self.catalogue("auth.required"))
+            raise VirtwireError(ErrorCode.AUTH_REQUIRED, self.catalogue("auth.required_query"))
         principal = self.auth.verify(token)
         if not principal.has_scope(scope) or not self.authorized(principal, scope or "", resource):
             raise VirtwireError(ErrorCode.FORBIDDEN, self.catalogue("forbidden.scope", scope=scope))
@@ -292,6 +298,9 @@ class Gateway:
         ]
         if waits or pending:
             await asyncio.wait([*waits, *pending], timeout=timeout)
+        for session in sessions:  # still there: drop them, so shutdown ends on time
+            if session.state is not State.CLOSED and session.abort is not None:
+                session.abort()
 
     async def shutdown(self) -> None:
         await self.close_all(CloseCode.GOING_AWAY, self.settings.server.shutdown_timeout)

@@ -69,7 +69,7 @@ class Outbox:
         self.overflowed = False
         self.closed = False
         #: Optional synchronous writer used while the queue is empty and the writer idle
-        #: (see virtwire.fastpath); returns False when it cannot write now.
+        #: (see virtwire.wire); returns False when it cannot write now.
         self.direct: Callable[[str], bool] | None = None
 
     def __len__(self) -> int:
@@ -194,13 +194,43 @@ class Outbox:
 
 
 class Subscriber:
-    """One outbox's membership in a channel, with an optional key filter."""
+    """One subscription's membership in a channel, with an optional key filter (the handle
+    :meth:`Channel.add` returns)."""
 
-    __slots__ = ("accept", "outbox")
+    __slots__ = ("_member", "accept", "outbox")
 
     def __init__(self, outbox: Outbox, accept: Accept | None) -> None:
         self.outbox = outbox
         self.accept = accept
+        self._member: _Member | None = None
+
+    def set_accept(self, accept: Accept | None) -> None:
+        """Change the filter (e.g. when a refreshed token sees other VMs)."""
+        self.accept = accept
+        if self._member is not None:
+            self._member.combine()
+
+
+class _Member:
+    """One outbox in a channel: however many of its subscriptions joined the channel, a
+    publish reaches it once (when any of their filters admits the key)."""
+
+    __slots__ = ("accept", "handles", "outbox")
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.handles: list[Subscriber] = []
+        self.accept: Accept | None = None
+
+    def combine(self) -> None:
+        accepts = [h.accept for h in self.handles]
+        if not accepts or any(a is None for a in accepts):
+            self.accept = None
+        elif len(accepts) == 1:
+            self.accept = accepts[0]
+        else:
+            filters = tuple(a for a in accepts if a is not None)
+            self.accept = lambda key: any(f(key) for f in filters)
 
 
 class Channel:
@@ -208,12 +238,15 @@ class Channel:
 
     ``on_active(True)`` is called when the first subscriber joins, ``on_active(False)``
     when the last leaves: producers (samplers, tailers, pollers) start and stop with it.
+    An outbox that joins a channel more than once (say ``vm-status`` for one VM and
+    ``vm-status-all``) gets each frame once.
     """
 
     def __init__(self, name: str, *, latest: bool = False) -> None:
         self.name = name
         self.latest = latest
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[_Member] = []
+        self._members: dict[int, _Member] = {}
         self._listeners: list[Callable[[bool], Any]] = []
 
     def __len__(self) -> int:
@@ -228,16 +261,28 @@ class Channel:
 
     def add(self, outbox: Outbox, accept: Accept | None = None) -> Subscriber:
         sub = Subscriber(outbox, accept)
-        self._subscribers.append(sub)
-        if len(self._subscribers) == 1:
+        member = self._members.get(id(outbox))
+        if member is None:
+            member = self._members[id(outbox)] = _Member(outbox)
+            self._subscribers.append(member)
+        member.handles.append(sub)
+        sub._member = member
+        member.combine()
+        if len(self._subscribers) == 1 and len(member.handles) == 1:
             self._notify(True)
         return sub
 
     def remove(self, sub: Subscriber) -> None:
-        try:
-            self._subscribers.remove(sub)
-        except ValueError:
+        member = sub._member
+        if member is None or sub not in member.handles:
             return
+        member.handles.remove(sub)
+        sub._member = None
+        if member.handles:
+            member.combine()
+            return
+        del self._members[id(member.outbox)]
+        self._subscribers.remove(member)
         if not self._subscribers:
             self._notify(False)
 

@@ -32,6 +32,12 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "message.unknown_topic": "未知的订阅主题：{topic}（可用：{available}）",
         "message.not_subscribed": "未订阅：{topic}",
         "message.rate_limited": "消息过于频繁，请稍后再试",
+        "message.flood": "消息持续过于频繁，连接已关闭",
+        "message.invalid_field": "消息格式错误：字段 {field} 无效（{reason}）",
+        "message.invalid_json": "消息不是有效的 JSON（{reason}）",
+        "message.not_utf8": "二进制消息必须是 UTF-8 编码的 JSON",
+        "auth.required_query": "需要认证：请在 token 查询参数或 Authorization 头中提供 token",
+        "auth.ambiguous": "认证失败：请求中有多个 token",
         "message.busy": "并发请求过多（上限 {limit}）",
         "message.too_many_subscriptions": "订阅过多（每个连接上限 {limit}）",
         "internal": "服务器内部错误",
@@ -98,6 +104,15 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "message.unknown_topic": "unknown topic: {topic} (available: {available})",
         "message.not_subscribed": "not subscribed: {topic}",
         "message.rate_limited": "too many messages, slow down",
+        "message.flood": "too many messages for too long, connection closed",
+        "message.invalid_field": "invalid message: field {field} is invalid ({reason})",
+        "message.invalid_json": "the message is not valid JSON ({reason})",
+        "message.not_utf8": "binary messages must carry UTF-8 JSON",
+        "auth.required_query": (
+            "authentication required: give the token in the token query parameter "
+            "or an Authorization header"
+        ),
+        "auth.ambiguous": "authentication failed: more than one token in the request",
         "message.busy": "too many concurrent requests (limit {limit})",
         "message.too_many_subscriptions": "too many subscriptions (limit {limit} per connection)",
         "internal": "internal server error",
@@ -197,10 +212,12 @@ class Catalogue:
 
     def error_data(self, error: VirtwireError) -> dict[str, Any]:
         """The ``data`` of the ``error`` frame for ``error``: its ``message`` is the
-        catalogue text ``error.<CODE>`` formatted with ``vm_id`` and ``error.params`` when
-        the catalogue has one (and all its fields are given), else the message raised."""
+        catalogue text ``error.text_key`` (if set) or ``error.<CODE>``, formatted with
+        ``vm_id`` and ``error.params``, when the catalogue has one (and all its fields are
+        given), else the message raised."""
         data = error.to_data()
-        template = self.template(f"error.{error.code}")
+        key = getattr(error, "text_key", None) or f"error.{error.code}"
+        template = self.template(key)
         if template is not None:
             try:
                 data["message"] = template.format(vm_id=error.vm_id, **error.params)

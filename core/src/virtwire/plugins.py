@@ -65,6 +65,11 @@ def discover() -> dict[str, Discovered]:
     return found
 
 
+#: The plugins virtwire ships: what the embedded default (no config file) loads when they
+#: are installed. Other installed plugins need a config file or ``VIRTWIRE_LOAD_PLUGINS``.
+PRODUCT_PLUGINS = ("libvirt", "logs", "monitor", "proxmox", "ssh", "web")
+
+
 def name_of(plugin: object) -> str:
     """The name an explicitly given plugin is registered under: the name of the installed
     entry point (group ``virtwire``) that points at this module, else its module name (or
@@ -87,7 +92,8 @@ def selected_names(
     """Which installed plugins to load, and which of them were asked for by name.
 
     ``VIRTWIRE_LOAD_PLUGINS`` (comma-separated; empty for none) wins over ``[plugins]
-    enabled``; neither means all installed.
+    enabled``; neither means all installed, except under the embedded default (``source``
+    ``<defaults>``: no config file), which loads only the product's own plugins.
     """
     env = os.environ if environ is None else environ
     if LOAD_ENV in env:
@@ -96,6 +102,8 @@ def selected_names(
     elif enabled is not None:
         names = list(enabled)
         origin = f"[plugins] enabled in {source}"
+    elif source.startswith("<defaults>"):
+        return [n for n in sorted(installed) if n in PRODUCT_PLUGINS], set()
     else:
         return sorted(installed), set()
     missing = [n for n in names if n not in installed]

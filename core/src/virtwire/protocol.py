@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import math
 import re
 from typing import Any, TypeVar
 
 import msgspec
 import msgspec.inspect
 
-from .errors import ErrorCode, VirtwireError
+from .errors import ErrorCode, VirtwireError, invalid_field
 
 T = TypeVar("T")
 
-Id = str | int
+#: A request id: a string or a number (JSON numbers: integers of any size, fractions).
+Id = str | int | float
 
 
 class Frame(msgspec.Struct, frozen=True):
@@ -57,18 +60,88 @@ def decode_frame(raw: str | bytes) -> Frame:
         return _frame_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         text, field = _explain(exc, "")
-        field = field.lstrip(".") or "(frame)"
-        raise VirtwireError(
-            ErrorCode.INVALID_MESSAGE,
-            f"invalid frame: {text} (field {field!r})",
-            details={"field": field, "reason": text},
-        ) from None
+        raise invalid_field(field.lstrip(".") or "(frame)", text) from None
     except msgspec.DecodeError as exc:
-        raise VirtwireError(
-            ErrorCode.INVALID_MESSAGE,
-            f"frame is not valid JSON: {exc}",
-            details={"reason": str(exc)},
-        ) from None
+        raise invalid_json(str(exc)) from None
+    except RecursionError:
+        raise invalid_json("nested too deeply") from None
+
+
+def invalid_json(reason: str) -> VirtwireError:
+    return VirtwireError(
+        ErrorCode.INVALID_MESSAGE,
+        f"frame is not valid JSON: {reason}",
+        details={"reason": reason},
+        text_key="message.invalid_json",
+        params={"reason": reason},
+    )
+
+
+class _IdOnly(msgspec.Struct):
+    id: Any = None
+
+
+_id_decoder = msgspec.json.Decoder(_IdOnly)
+
+
+def salvage_id(text: str) -> Id | None:
+    """The ``id`` of a frame that could not be decoded or validated, when its JSON has a
+    usable one (a string, or a finite number), so that the error can carry it. Tries
+    msgspec first, then the standard library's more lenient parser (huge numbers, lone
+    surrogates)."""
+    try:
+        value: Any = _id_decoder.decode(text).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return None
+        except RecursionError:
+            return _usable_id(_top_level_id(text))
+        value = parsed.get("id") if isinstance(parsed, dict) else None
+    except RecursionError:
+        return _usable_id(_top_level_id(text))
+    return _usable_id(value)
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]]')
+_VALUE = re.compile(r'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)')
+
+
+def _top_level_id(text: str) -> Any:
+    """The top-level ``id`` of a JSON object nested too deeply to parse: a scan of its
+    strings and brackets, without recursion."""
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token in "{[":
+            depth += 1
+        elif token in "}]":
+            depth -= 1
+        elif depth == 1 and token == '"id"':
+            value = _VALUE.match(text, match.end())
+            if value is not None:
+                try:
+                    return json.loads(value.group(1))
+                except ValueError:
+                    return None
+    return None
+
+
+def _usable_id(value: Any) -> Id | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate cannot be sent back
+            return None
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
 
 
 def convert_data(data: dict[str, Any] | None, schema: type[T]) -> T:
@@ -84,11 +157,7 @@ def convert_data(data: dict[str, Any] | None, schema: type[T]) -> T:
         allowed = _literal_values(schema, field)
         if allowed:
             text += f" (expected one of: {', '.join(map(str, allowed))})"
-        raise VirtwireError(
-            ErrorCode.INVALID_MESSAGE,
-            f"invalid {field}: {text}",
-            details={"field": field, "reason": text},
-        ) from None
+        raise invalid_field(field, text) from None
 
 
 def _literal_values(schema: type, field: str) -> tuple[Any, ...] | None:

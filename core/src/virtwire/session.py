@@ -45,11 +45,16 @@ class Session:
         self.state = State.CONNECTING
         self.principal: Principal | None = None
         server = gateway.settings.server
-        self.outbox = Outbox(server.send_queue_bytes, server.send_queue_messages, self._overflow)
+        self.outbox = Outbox(
+            server.preauth_send_queue_bytes, server.send_queue_messages, self._overflow
+        )
         self.subscriptions: dict[Hashable, Subscription] = {}
         self.finished = asyncio.Event()
-        #: Set by the connection: ends the connection now (used when the client overflowed).
-        self.close_now: Callable[[], None] | None = None
+        #: Set by the connection: called by :meth:`close` with ``flush`` (False: close now,
+        #: dropping the backlog); it also starts the close deadline.
+        self.on_close: Callable[[bool], None] | None = None
+        #: Set by the connection: drops the TCP connection now, close frame or not.
+        self.abort: Callable[[], None] | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self.log = gateway.log.bind(conn=self.id)
@@ -89,8 +94,13 @@ class Session:
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "", *, flush: bool = True) -> None:
         """Close the connection with ``code`` after sending what is queued (``flush``) or at
-        once."""
+        once. Either way the client has ``server.close_timeout`` seconds to take the close
+        frame; then the connection is dropped."""
         if self.close_code is not None:
+            if not flush:  # a flushing close already under way becomes immediate
+                self.outbox.clear()
+                if self.on_close is not None:
+                    self.on_close(False)
             return
         self.close_code = code
         self.close_reason = reason
@@ -99,13 +109,11 @@ class Session:
         if not flush:
             self.outbox.clear()
         self.outbox.close()
+        if self.on_close is not None:
+            self.on_close(flush)
 
     def _overflow(self) -> None:
         self.log.warning("client too slow; closing", code=CloseCode.SLOW_CONSUMER)
-        if self.close_code is None:
-            self.close_code = CloseCode.SLOW_CONSUMER
-            self.close_reason = self.gateway.catalogue("close.slow_consumer")
-            self.state = State.CLOSING
-        self.outbox.close()
-        if self.close_now is not None:
-            self.close_now()
+        self.close(
+            CloseCode.SLOW_CONSUMER, self.gateway.catalogue("close.slow_consumer"), flush=False
+        )

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Most bytes asked of a transport per read.
 READ_LIMIT = 64 * 1024
+#: "Reset to initial state" (RIS): what a redraw starts with.
+RESET = "\x1bc"
 #: Ticket modes remembered per terminal (tickets live 30 s: more is never needed).
 TICKET_MODES_MAX = 64
 #: Ended terminals remembered (to tell "expired" or "exited" from "unknown").
@@ -71,8 +73,10 @@ class Viewer:
         self.mode = mode
         self.outbox = outbox
         self.terminal: ManagedTerminal | None = None
-        #: Characters of output an observer missed while it was too far behind.
+        #: Characters of output an observer missed while it was too far behind, and whether it
+        #: is behind now (it gets a redraw once it has caught up).
         self.skipped = 0
+        self.behind = False
 
     @property
     def paces(self) -> bool:
@@ -177,13 +181,23 @@ class ManagedTerminal:
         """Wait while any viewer has too much queued (bounded memory, fair to slow viewers)."""
         high = self._high
         while True:
-            busy = next((v for v in self.viewers if v.paces and v.outbox.queued_bytes > high), None)
+            busy = next(
+                (
+                    v
+                    for v in self.viewers
+                    if v.paces
+                    and v.outbox.queued_bytes > high
+                    and not (v.outbox.closed or v.outbox.overflowed)  # leaving: not waited for
+                ),
+                None,
+            )
             if busy is None:
                 return
             await busy.outbox.room(high // 2)
 
     def _fan_out(self, text: str) -> None:
         framed = any(v.framed for v in self.viewers)
+        redrawn: list[Viewer] = []  # their redraw already ends with all of ``text``
         for piece in pieces(text, self._frame_chars):
             frame = (
                 encode(
@@ -194,9 +208,38 @@ class ManagedTerminal:
                 else ""
             )
             for viewer in list(self.viewers):
-                if not viewer.paces and viewer.outbox.queued_bytes > self._high:
-                    viewer.skipped += len(piece)  # an observer too far behind misses it
+                if redrawn and viewer in redrawn:
                     continue
+                if not viewer.paces and viewer.takes_output:
+                    queued = viewer.outbox.queued_bytes
+                    if queued > self._high or (viewer.behind and queued > self._high // 2):
+                        viewer.skipped += len(piece)  # an observer too far behind misses it
+                        viewer.behind = True
+                        continue
+                    if viewer.behind:  # caught up: redraw instead of a screen with holes
+                        viewer.behind = False
+                        self._redraw(viewer)
+                        redrawn.append(viewer)
+                        continue
+                viewer.output(piece, frame)
+
+    def _redraw(self, viewer: Viewer) -> None:
+        """A full redraw for a viewer that missed output: reset its terminal (``ESC c``),
+        then the scrollback, which ends with what it would have got now."""
+        self._replay(viewer, RESET)
+
+    def _replay(self, viewer: Viewer, prefix: str = "") -> None:
+        history = prefix + self.scrollback.text()
+        if history:
+            for piece in pieces(history, self._frame_chars):
+                frame = (
+                    encode(
+                        "terminal-output",
+                        {"vmId": self.vm_id, "sessionId": self.id, "output": piece},
+                    )
+                    if viewer.framed
+                    else ""
+                )
                 viewer.output(piece, frame)
 
     # -- viewers -----------------------------------------------------------------------
@@ -209,18 +252,7 @@ class ManagedTerminal:
             self._detach_timer.cancel()
             self._detach_timer = None
         viewer.terminal = self
-        history = self.scrollback.text()
-        if history:
-            for piece in pieces(history, self._frame_chars):
-                frame = (
-                    encode(
-                        "terminal-output",
-                        {"vmId": self.vm_id, "sessionId": self.id, "output": piece},
-                    )
-                    if viewer.framed
-                    else ""
-                )
-                viewer.output(piece, frame)
+        self._replay(viewer)
         self.viewers.append(viewer)
 
     def detach(self, viewer: Viewer) -> None:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import queue
 import socket
 import tempfile
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -324,6 +325,45 @@ async def _serve(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    settings: Settings | None = None,
+    *,
+    plugins: list[ModuleType | object] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Iterator[RunningServer]:
+    """:func:`run_server` on an event loop of its own thread, for synchronous tests (e.g.
+    property-based tests with hypothesis driving a blocking client)."""
+    import threading
+
+    ready: queue.Queue[RunningServer | BaseException] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        try:
+            async with run_server(settings, plugins=plugins, config=config) as server:
+                ready.put(server)
+                await stop.wait()
+        except BaseException as exc:
+            ready.put(exc)
+            raise
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    started = ready.get(timeout=30)
+    if isinstance(started, BaseException):
+        thread.join(5)
+        loop.close()
+        raise started
+    try:
+        yield started
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
 
 
 try:  # pytest fixtures, when used as a pytest plugin

@@ -31,6 +31,14 @@ class Subscription:
     #: Runs after the ``subscribe-response`` is queued: join the channel and queue the
     #: current values here so that they follow the response.
     start: Callable[[], None] | None = None
+    #: Runs when the connection's token is refreshed: raise ``VirtwireError`` (FORBIDDEN)
+    #: if the new token no longer allows this subscription (it is then ended), or adapt the
+    #: subscription to the new principal. The topic's scope is checked before it, always.
+    recheck: Callable[[], None] | None = None
+    #: The topic's name (set by ``subscribe``).
+    topic: str = ""
+    #: Its memberships in channels (``to_channel`` keeps them here).
+    members: list[Subscriber] = field(default_factory=list)
 
     @classmethod
     def to_channel(
@@ -58,7 +66,43 @@ class Subscription:
                 channel.remove(handle)
             handles.clear()
 
-        return cls(key=key, close=close, reply=reply or {}, start=start)
+        return cls(key=key, close=close, reply=reply or {}, start=start, members=handles)
+
+
+def recheck_subscriptions(session: Session) -> int:
+    """After a token refresh, end every subscription the new token no longer allows (topic
+    scope, ``authorize`` hooks, the subscription's own ``recheck``); the client gets a
+    ``FORBIDDEN`` error per ended subscription (``details.topic``,
+    ``details.subscription``). Returns how many were ended."""
+    import asyncio
+    import inspect
+
+    from .errors import VirtwireError
+
+    topics = session.gateway.topics
+    ended = 0
+    for key, sub in list(session.subscriptions.items()):
+        topic = topics.get(sub.topic)
+        try:
+            if topic is not None:
+                session.require(topic.scope)
+            if sub.recheck is not None:
+                sub.recheck()
+        except VirtwireError as exc:
+            if session.subscriptions.get(key) is not sub:
+                continue
+            del session.subscriptions[key]
+            result = sub.close()
+            if inspect.isawaitable(result):
+                _closing.add(task := asyncio.ensure_future(result))
+                task.add_done_callback(_closing.discard)
+            exc.details = {"topic": sub.topic, "subscription": sub.reply, "ended": True}
+            session.send_error(exc)
+            ended += 1
+    return ended
+
+
+_closing: set[Any] = set()
 
 
 @dataclass

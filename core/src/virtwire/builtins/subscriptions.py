@@ -6,7 +6,7 @@ import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ErrorCode, VirtwireError
+from ..errors import ErrorCode, VirtwireError, invalid_field
 from ..hookspecs import hookimpl
 from ..topics import Reply
 
@@ -23,11 +23,7 @@ _closing: set[asyncio.Future[Any]] = set()
 def _topic(session: Session, data: dict[str, Any]) -> Topic:
     name = data.get("topic")
     if not isinstance(name, str):
-        raise VirtwireError(
-            ErrorCode.INVALID_MESSAGE,
-            "invalid data.topic: Expected `str`",
-            details={"field": "data.topic", "reason": "Expected `str`"},
-        )
+        raise invalid_field("data.topic", "Expected `str`")
     topics = session.gateway.topics
     topic = topics.get(name)
     if topic is None:
@@ -58,6 +54,7 @@ async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
             details={"limit": limit},
         )
     sub = await topic.subscribe(session, data)
+    sub.topic = topic.name
     if session.close_code is not None:  # closed while subscribing
         await _close(session, sub)
         return Reply({"topic": topic.name, **sub.reply})

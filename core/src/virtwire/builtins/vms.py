@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..backends import ACTION_EVENTS, Action, HypervisorBackend, VmStatus
-from ..errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound
+from ..backends import ACTION_EVENTS, Action, HypervisorBackend, VmId, VmStatus
+from ..errors import BackendUnavailable, VirtwireError, VmNotFound
 from ..hookspecs import hookimpl
-from ..protocol import to_builtins
+from ..protocol import convert_data, to_builtins
 from ..topics import Subscription
 from .attribution import PendingActions
 
@@ -318,13 +318,9 @@ class VmStatusTopic:
     async def subscribe(self, session: Session, data: dict[str, Any]) -> Subscription:
         registry: VmRegistry = self.gateway.vms
         channel = registry.channel
-        vm_id = data.get("vmId") if self.name == "vm-status" else None
-        if vm_id is not None and not isinstance(vm_id, str):
-            raise VirtwireError(
-                ErrorCode.INVALID_MESSAGE,
-                "invalid data.vmId: Expected `str`",
-                details={"field": "data.vmId", "reason": "Expected `str`"},
-            )
+        vm_id = None
+        if self.name == "vm-status" and data.get("vmId") is not None:
+            vm_id = convert_data({"vmId": data["vmId"]}, _VmRef).vmId
         principal = session.principal
         assert principal is not None
         outbox = session.outbox
@@ -349,14 +345,32 @@ class VmStatusTopic:
                     channel.send_to(outbox, "vm-status", current, key=vid)
 
         reply: dict[str, Any] = {"vmId": vm_id} if vm_id is not None else {"count": len(vm_ids)}
-        return Subscription.to_channel(
+        sub = Subscription.to_channel(
             channel, outbox, (CHANNEL, vm_id), accept=accept, reply=reply, initial=initial
         )
+
+        def recheck() -> None:
+            """A refreshed token: one VM must still be visible; for all VMs, the filter
+            follows the new ``vms`` claim."""
+            if vm_id is not None:
+                session.require("vm:read", vm_id=vm_id)
+                return
+            now = session.principal
+            assert now is not None
+            for member in sub.members:
+                member.set_accept(now.can_see if now.vms is not None else None)  # type: ignore[arg-type]
+
+        sub.recheck = recheck
+        return sub
+
+
+class _VmRef(msgspec.Struct):
+    vmId: VmId
 
 
 # -- vm-control ------------------------------------------------------------------------
 class VmControl(msgspec.Struct, forbid_unknown_fields=True):
-    vmId: str
+    vmId: VmId
     action: Action
     force: bool = False
 

@@ -203,9 +203,12 @@ class LogsEndpoint:
     async def _authenticate(self, scope: Scope) -> Principal:
         gateway = self.gateway
         text = gateway.catalogue
-        token = token_from_scope(scope)
-        if not token:
-            raise VirtwireError(ErrorCode.AUTH_REQUIRED, text("auth.required"))
+        try:
+            token = token_from_scope(scope)
+        except VirtwireError as exc:
+            raise VirtwireError(exc.code, text(exc.text_key or "auth.ambiguous")) from None
+        if not token:  # this endpoint takes no auth message: the query or the header
+            raise VirtwireError(ErrorCode.AUTH_REQUIRED, text("auth.required_query"))
         try:
             principal = gateway.auth.verify(token)
         except VirtwireError as exc:

@@ -4,6 +4,7 @@ out of the box."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from virtwire.log import redact_text
@@ -32,7 +33,11 @@ class GatewayLogFile:
     def start(self) -> None:
         if self.handler is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Owner-only: the gateway's log names users, clients and VMs.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.close(fd)
+        os.chmod(self.path, 0o600)
         handler = logging.FileHandler(self.path, encoding="utf-8")
         root = logging.getLogger()
         formatter = next((h.formatter for h in root.handlers if h.formatter is not None), None)

@@ -69,6 +69,8 @@ class LineSplitter:
             self._extra += len(data) - max(room, 0)
 
     def _line(self, data: bytes) -> str:
+        if data.endswith(b"\r"):  # CRLF line ends
+            data = data[:-1]
         if len(data) <= self.limit:
             return _decode(data)
         return cut_line(data[: self.limit], len(data) - self.limit, self.marker)
@@ -78,6 +80,8 @@ class LineSplitter:
         head, extra = bytes(self._head), self._extra
         self._head = bytearray()
         self._extra = 0
+        if not extra and head.endswith(b"\r"):  # CRLF line ends
+            head = head[:-1]
         return _decode(head) if not extra else cut_line(head, extra, self.marker)
 
     def feed(self, data: bytes) -> list[str]:
@@ -95,7 +99,7 @@ class LineSplitter:
             start = first + 1
         if start <= last:
             complete = data[start:last]
-            if len(complete) <= self.limit:
+            if len(complete) <= self.limit and b"\r" not in complete:
                 lines.extend(_decode(complete).split("\n"))
             else:
                 lines.extend(self._line(part) for part in complete.split(b"\n"))

@@ -381,7 +381,14 @@ class ProxmoxBackend:
         for vm in push:
             self._events.status(vm.snapshot())
         if confirm:
-            await asyncio.gather(*(self._confirm(vm) for vm in confirm), return_exceptions=True)
+            # at most `workers` confirmations in flight: the executor's queue stays short
+            gate = asyncio.Semaphore(self.settings.workers)
+
+            async def confirm_one(vm: Vm) -> None:
+                async with gate:
+                    await self._confirm(vm)
+
+            await asyncio.gather(*(confirm_one(vm) for vm in confirm), return_exceptions=True)
 
     def _vm_id_of(self, row: dict[str, Any], node: str, vmid: int) -> str:
         key = (node, vmid, row.get("name"))

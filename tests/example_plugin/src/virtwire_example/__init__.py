@@ -1,8 +1,9 @@
 """An example third-party virtwire plugin.
 
 It adds a message type ``greet`` (``{"name": ...}`` → ``{"greeting": "<prefix>, <name>!"}``)
-and a topic ``ticks`` that pushes ``{"n": 1, 2, ...}`` every ``interval`` ms while anyone
-subscribes (one ticker per interval, shared). Its config section::
+and a topic ``ticks`` (scope ``vm:read``) that pushes ``{"n": 1, 2, ...}`` every ``interval`` ms
+while anyone subscribes (one ticker per interval, shared; at most ``MAX_TICKERS`` intervals run
+at once). Its config section::
 
     [plugins.example]
     greeting = "Hello"
@@ -27,9 +28,13 @@ class Greet(msgspec.Struct, forbid_unknown_fields=True):
     name: str
 
 
+#: Distinct intervals that may tick at once (each is a task waking up on its own).
+MAX_TICKERS = 16
+
+
 class TicksTopic:
     name = "ticks"
-    scope = None
+    scope = "vm:read"
 
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
@@ -58,6 +63,12 @@ class TicksTopic:
                 "INVALID_MESSAGE",
                 "invalid data.interval: expected an integer of milliseconds in 10..60000",
                 details={"field": "data.interval"},
+            )
+        if interval not in self.tickers and len(self.tickers) >= MAX_TICKERS:
+            raise VirtwireError(
+                "RATE_LIMITED",
+                f"too many tick intervals running (limit {MAX_TICKERS}); use a running one",
+                details={"limit": MAX_TICKERS, "running": len(self.tickers)},
             )
         channel = self.gateway.hub.channel(f"ticks:{interval}")
         if interval not in self.hooked:

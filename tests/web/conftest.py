@@ -1,0 +1,139 @@
+"""Fixtures of the web console's tests: a real gateway (the embedded default's plugins:
+libvirt's test:///default, monitor, logs, and the web plugin) and Debian's Chromium driven by
+Playwright. Screenshots of each state go to the test's tmp dir (``shots``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import virtwire_libvirt
+import virtwire_logs
+import virtwire_monitor
+import virtwire_web
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from virtwire.testing import RunningServer, make_settings, run_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PLUGINS = [
+    ("libvirt", virtwire_libvirt),
+    ("monitor", virtwire_monitor),
+    ("logs", virtwire_logs),
+    ("web", virtwire_web),
+]
+WAIT = 15_000  # ms: bound of every wait on the page
+
+
+@dataclass
+class Site:
+    """A gateway with the web plugin, and what the tests write to it."""
+
+    server: RunningServer
+    log_file: Path
+    shots: Path
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.http_url + "/"
+
+    def page_url(self, token: str | None = None) -> str:
+        return self.url + (f"?token={token}" if token else "")
+
+    async def shot(self, page: Page, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        await page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def gateway_config(tmp_path: Path, locale: str = "en", **web: Any) -> dict[str, Any]:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "app.log").write_text("".join(f"boot line {i}\n" for i in range(5)))
+    config: dict[str, Any] = {
+        "server": {"locale": locale},
+        "plugins": {
+            "libvirt": {"stats_interval": 0.5},
+            "monitor": {"warmup": 200},
+            "logs": {"directory": str(logs), "files": {"app.log": "app.log"}, "default": "app.log"},
+        },
+    }
+    if web:
+        config["plugins"]["web"] = web
+    return config
+
+
+@pytest.fixture
+def site_factory(
+    tmp_path: Path,
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Site]]:
+    """``async with site_factory(port=..., locale=..., **web_settings) as site``. The texts
+    are English unless ``locale`` says otherwise (this machine's Chromium has no CJK font, so
+    screenshots of the default zh-CN texts show boxes)."""
+
+    @contextlib.asynccontextmanager
+    async def start(port: int | None = None, locale: str = "en", **web: Any) -> AsyncIterator[Site]:
+        config = gateway_config(tmp_path, locale, **web)
+        if port is not None:
+            config["server"]["port"] = port
+        async with run_server(make_settings(config), plugins=list(PLUGINS)) as server:
+            shots = tmp_path / "shots"
+            shots.mkdir(exist_ok=True)
+            yield Site(server, tmp_path / "logs" / "app.log", shots)
+
+    return start
+
+
+@pytest_asyncio.fixture
+async def site(site_factory: Callable[..., Any]) -> AsyncIterator[Site]:
+    async with site_factory() as running:
+        yield running
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Callable[..., Any]:
+    """``page, problems = await new_page(width=1280, height=800, dark=False)``: a page whose
+    console errors and uncaught exceptions (CSP violations included) land in ``problems``."""
+
+    async def make(
+        width: int = 1280, height: int = 800, *, dark: bool = False
+    ) -> tuple[Page, list[str]]:
+        context = await browser.new_context(
+            viewport={"width": width, "height": height},
+            color_scheme="dark" if dark else "light",
+        )
+        page = await context.new_page()
+        page.set_default_timeout(WAIT)
+        problems: list[str] = []
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error":
+                problems.append(f"console: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: problems.append(f"exception: {exc}"))
+        return page, problems
+
+    return make
