@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import functools
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +29,19 @@ START_RETRY = (1.0, 60.0)
 
 
 def _may_see(session: Session, vm_id: str | None) -> bool:
-    """Whether a ``system-event`` about ``vm_id`` goes to ``session``."""
+    """Whether a ``system-event`` about ``vm_id`` goes to ``session`` (None: about no VM
+    in particular). The ``vms`` claim is matched once per distinct claim and VM, not once
+    per connection: a fan-out to many connections of few users costs a lookup each."""
     p = session.principal
-    return p is not None and p.has_scope("vm:read") and (vm_id is None or p.can_see(vm_id))
+    if p is None or "vm:read" not in p.scopes:
+        return False
+    vms = p.vms
+    return vms is None or vm_id is None or _claim_sees(vms, vm_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _claim_sees(vms: tuple[str, ...], vm_id: str) -> bool:
+    return any(fnmatch.fnmatchcase(vm_id, pattern) for pattern in vms)
 
 
 class _Events:
@@ -61,6 +73,12 @@ class _Events:
 
     def removed(self, vm_id: str) -> None:
         self.registry.forget(vm_id)
+
+    def unavailable(self, reason: str) -> None:
+        self.registry.backend_down(self.backend, reason)
+
+    def available(self) -> None:
+        self.registry.backend_up(self.backend)
 
 
 class VmRegistry:
@@ -201,6 +219,30 @@ class VmRegistry:
             data["details"] = details
         self.events.publish("system-event", data, key=vm_id)
 
+    def backend_down(self, backend: HypervisorBackend, reason: str) -> None:
+        """Subscribers learn that the backend's VMs are unreachable (not their last status)."""
+        for vm_id, owner in list(self.owner.items()):
+            if owner is backend:
+                self.push(backend, VmStatus(vmId=vm_id, status="unreachable"))
+        self._backend_event(backend, "backend-unavailable", "warning", reason)
+
+    def backend_up(self, backend: HypervisorBackend) -> None:
+        self._backend_event(backend, "backend-available", "info", None)
+
+    def _backend_event(
+        self, backend: HypervisorBackend, event: str, level: str, details: str | None
+    ) -> None:
+        name = getattr(backend, "name", "?")
+        data: dict[str, Any] = {
+            "event": event,
+            "backend": name,
+            "message": self.gateway.catalogue(f"vm.event.{event}", name=name),
+            "level": level,
+        }
+        if details:
+            data["details"] = details
+        self.events.publish("system-event", data, key=None)
+
     def forget(self, vm_id: str) -> None:
         self.owner.pop(vm_id, None)
         self.latest.pop(vm_id, None)
@@ -340,7 +382,7 @@ class VmStatusTopic:
                 elif (text := registry.remote(vid)) is not None:
                     channel.send_text(outbox, text, key=vid)
                     if channel.metrics is not None:
-                        channel.metrics.frames_out.labels(CHANNEL).inc()
+                        channel.metrics.sent(CHANNEL)
 
         reply: dict[str, Any] = {"vmId": vm_id} if vm_id is not None else {"count": len(vm_ids)}
         sub = Subscription.to_channel(
@@ -418,7 +460,7 @@ async def control_here(
             vm_id=vm_id,
             details=str(exc),
         ) from exc
-    log.info("vm-control done")
+    log.debug("vm-control done")
     return {"vmId": vm_id, "action": action, "status": "success"}
 
 
