@@ -21,6 +21,7 @@ from .config import Settings, state_dir
 from .consoles import ConsoleTransport
 from .consolesessions import ConsoleSessions
 from .errors import CloseCode, ConfigError, ErrorCode, VirtwireError
+from .expiry import ExpirySweep
 from .hub import Hub
 from .logsources import LogSource
 from .messages import Catalogue
@@ -40,6 +41,8 @@ class Gateway:
         self.catalogue = Catalogue(settings.server.locale)
         self.auth = Authenticator(settings)
         self.hub = Hub()
+        #: Token expiry of every ``/ws`` connection, on one timer.
+        self.expiry = ExpirySweep()
         self.plugins = PluginManager(log)
         self.backends: list[HypervisorBackend] = []
         self.consoles: list[ConsoleTransport] = []

@@ -43,6 +43,7 @@ class Outbox:
         "_latest",
         "_room",
         "_waiter",
+        "active",
         "closed",
         "direct",
         "max_bytes",
@@ -50,6 +51,7 @@ class Outbox:
         "on_overflow",
         "overflowed",
         "queued_bytes",
+        "start_writer",
     )
 
     def __init__(
@@ -71,6 +73,23 @@ class Outbox:
         #: Optional synchronous writer used while the queue is empty and the writer idle
         #: (see virtwire.wire); returns False when it cannot write now.
         self.direct: Callable[[str], bool] | None = None
+        #: Optional: starts a writer that drains the queue (with ``pop``) and then sets
+        #: ``active`` back to False; called when a frame is queued and no writer is active
+        #: (a connection served by ``direct`` then keeps no writer task while idle).
+        self.start_writer: Callable[[], None] | None = None
+        self.active = False
+
+    def _writer_idle(self) -> bool:
+        if self._waiter is not None:
+            return True  # a consumer waits in get(): the queue is empty
+        return self.start_writer is not None and not self.active and not self._items
+
+    def _queued(self) -> None:
+        if self._waiter is not None:
+            self._wake()
+        elif self.start_writer is not None and not self.active:
+            self.active = True
+            self.start_writer()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -100,15 +119,14 @@ class Outbox:
         """Queue one frame. Returns False if the outbox is closed or overflowed."""
         if self.closed or self.overflowed:
             return False
-        if self._waiter is not None and self.direct is not None and self.direct(text):
+        if self.direct is not None and self._writer_idle() and self.direct(text):
             return True  # the writer was idle and the queue empty: written in place
         size = len(text)
         if not self._fits(size):
             return False
         self._items.append(text)
         self.queued_bytes += size
-        if self._waiter is not None:
-            self._wake()
+        self._queued()
         return True
 
     def put_latest(self, key: Hashable, text: str) -> bool:
@@ -120,7 +138,7 @@ class Outbox:
             self.queued_bytes += len(text) - len(slot.text)
             slot.text = text
             return True
-        if self._waiter is not None and self.direct is not None and self.direct(text):
+        if self.direct is not None and self._writer_idle() and self.direct(text):
             return True
         size = len(text)
         if not self._fits(size):
@@ -129,8 +147,7 @@ class Outbox:
         self._latest[key] = slot
         self._items.append(slot)
         self.queued_bytes += size
-        if self._waiter is not None:
-            self._wake()
+        self._queued()
         return True
 
     def pop(self) -> str | None:
