@@ -4,6 +4,7 @@ them too."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -30,33 +31,22 @@ def qemu_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
     qemu = shutil.which("qemu-system-x86_64")
     assert qemu, "qemu-system-x86_64 is required (apt package qemu-system-x86)"
     qmp = tmp_path_factory.mktemp("qemu") / "qmp.sock"
-    proc = None
-    for display in range(40, 90):  # VNC port 5900 + display
-        proc = subprocess.Popen(
-            [
-                qemu,
-                "-display",
-                "none",
-                "-vnc",
-                f"127.0.0.1:{display},password=on",
-                "-m",
-                "64",
-                "-nodefaults",
-                "-vga",
-                "std",
-                "-qmp",
-                f"unix:{qmp},server=on,wait=off",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        if _vnc_answers(proc, 5900 + display):
-            break
-        proc.wait()
-        proc = None
-    assert proc is not None, "no free VNC display for QEMU"
+    proc = subprocess.Popen(
+        [
+            qemu,
+            "-display", "none",
+            # the first free display from :40 on (other test runs may hold some)
+            "-vnc", "127.0.0.1:40,to=99,password=on",
+            "-m", "64",
+            "-nodefaults",
+            "-vga", "std",
+            "-qmp", f"unix:{qmp},server=on,wait=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        yield Display("127.0.0.1", 5900 + display, str(qmp))
+        yield Display("127.0.0.1", _vnc_port(proc, str(qmp)), str(qmp))
     finally:
         proc.terminate()
         try:
@@ -64,21 +54,39 @@ def qemu_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
-def _vnc_answers(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> bool:
-    """Wait until QEMU's VNC server says hello (its monitor is up by then too)."""
+def _qmp_sync(path: str, command: str) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        stream = sock.makefile("rwb")
+        stream.readline()  # greeting
+        for cmd in ("qmp_capabilities", command):
+            stream.write(json.dumps({"execute": cmd}).encode() + b"\n")
+            stream.flush()
+            while True:
+                reply = json.loads(stream.readline())
+                if "return" in reply or "error" in reply:
+                    break
+        return reply
+
+
+def _vnc_port(proc: subprocess.Popen[bytes], qmp: str, timeout: float = 20.0) -> int:
+    """The TCP port QEMU's VNC server listens on, once it does (asked over QMP)."""
     deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
+    while True:
+        assert proc.poll() is None, "QEMU exited at start"
+        assert time.monotonic() < deadline, "QEMU's VNC server did not come up"
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if sock.recv(12).startswith(b"RFB "):
-                    return True
-        except OSError:
+            reply = _qmp_sync(qmp, "query-vnc")
+        except (OSError, ValueError):
             time.sleep(0.05)
-    return False
+            continue
+        info = reply.get("return")
+        if isinstance(info, dict) and info.get("enabled") and info.get("service"):
+            return int(str(info["service"]))
+        time.sleep(0.05)
 
 
 def new_cluster(**kw: object) -> Cluster:

@@ -5,6 +5,7 @@ Playwright. Screenshots of each state go to the test's tmp dir (``shots``)."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ PLUGINS = [
     ("web", virtwire_web),
 ]
 WAIT = 15_000  # ms: bound of every wait on the page
+HERE = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -96,13 +98,22 @@ def site_factory(
     return start
 
 
-@pytest_asyncio.fixture
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs in the session's event loop, where one Chromium serves them all
+    (a browser launch per test would cost about a second each)."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if Path(str(item.fspath)).parent == HERE and inspect.iscoroutinefunction(function):
+            item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def site(site_factory: Callable[..., Any]) -> AsyncIterator[Site]:
     async with site_factory() as running:
         yield running
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -112,8 +123,8 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-@pytest.fixture
-def new_page(browser: Browser) -> Callable[..., Any]:
+@pytest_asyncio.fixture(loop_scope="session")
+async def new_page(browser: Browser) -> AsyncIterator[Callable[..., Any]]:
     """``page, problems = await new_page(width=1280, height=800, dark=False)``: a page whose
     console errors and uncaught exceptions (CSP violations included) land in ``problems``."""
 
@@ -136,4 +147,6 @@ def new_page(browser: Browser) -> Callable[..., Any]:
         page.on("pageerror", lambda exc: problems.append(f"exception: {exc}"))
         return page, problems
 
-    return make
+    yield make
+    for context in browser.contexts:  # this test's pages
+        await context.close()

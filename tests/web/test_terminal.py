@@ -30,7 +30,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         daemon.stop()
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def ssh_site(tmp_path: Path, sshd: Sshd) -> AsyncIterator[Site]:
     config = gateway_config(tmp_path)
     config["plugins"]["ssh"] = {

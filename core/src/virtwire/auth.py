@@ -17,7 +17,15 @@ from .config import AuthConfig, Settings
 from .errors import ConfigError, ErrorCode, VirtwireError
 
 #: Scopes the core and the bundled plugins check.
-SCOPES = ("vm:read", "vm:control", "console", "console:share", "logs:read", "monitor:read")
+SCOPES = (
+    "vm:read",
+    "vm:control",
+    "console",
+    "console:share",
+    "logs:read",
+    "monitor:read",
+    "metrics:read",
+)
 
 
 @dataclass(frozen=True, slots=True)

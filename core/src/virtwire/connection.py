@@ -363,6 +363,8 @@ class Connection:
         except VirtwireError as exc:
             self._error(exc, salvage_id(text))
             return
+        known = frame.type in self.gateway.handlers or frame.type in ("auth", "ping")
+        self.gateway.hub.metrics.frames_in.labels(frame.type if known else "unknown").inc()
         await self._on_frame(frame)
 
     def _over_budget(self) -> None:

@@ -48,6 +48,7 @@ class Session:
         self.outbox = Outbox(
             server.preauth_send_queue_bytes, server.send_queue_messages, self._overflow
         )
+        self.outbox.metrics = gateway.hub.metrics
         self.subscriptions: dict[Hashable, Subscription] = {}
         self._finished: asyncio.Event | None = None
         self._done = False
@@ -95,6 +96,7 @@ class Session:
 
     def send(self, type_: str, data: Any, id_: Id | None = None) -> bool:
         """Queue one frame. Returns False if the connection is closing or overflowed."""
+        self.gateway.hub.metrics.frames_out.labels(type_).inc()
         return self.outbox.put(encode(type_, data, id_))
 
     def send_error(self, error: VirtwireError, id_: Id | None = None) -> bool:
@@ -144,6 +146,7 @@ class Session:
 
     def _overflow(self) -> None:
         self.log.warning("client too slow; closing", code=CloseCode.SLOW_CONSUMER)
+        self.gateway.hub.metrics.overflows.inc()
         self.close(
             CloseCode.SLOW_CONSUMER, self.gateway.catalogue("close.slow_consumer"), flush=False
         )
