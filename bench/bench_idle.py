@@ -145,9 +145,16 @@ class ServerProc:
         times = self.ps.cpu_times()
         return float(times.user + times.system)
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """SIGTERM, then the seconds until the server exited (killed after 60 s)."""
+        start = time.monotonic()
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        return time.monotonic() - start
 
 
 def close_all(clients: list[IdleClient]) -> None:
@@ -194,10 +201,13 @@ async def heartbeat_cpu(
         lost = sum(c.closed for c in clients)
         if lost:
             print(f"  note: {kind}: {lost} connections dropped during the window")
+        seconds = server.stop()  # with every connection still open
+        print(f"  {kind}: SIGTERM to exit with {count} connections open: {seconds:.1f} s")
         close_all(clients)
         return 100 * (cpu1 - cpu0) / (t1 - t0), 1e6 * (cpu1 - cpu0) / max(pings, 1)
     finally:
-        server.stop()
+        if server.proc.poll() is None:
+            server.stop()
 
 
 async def main() -> None:
