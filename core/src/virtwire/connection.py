@@ -364,7 +364,7 @@ class Connection:
             self._error(exc, salvage_id(text))
             return
         known = frame.type in self.gateway.handlers or frame.type in ("auth", "ping")
-        self.gateway.hub.metrics.frames_in.labels(frame.type if known else "unknown").inc()
+        self.gateway.hub.metrics.received(frame.type if known else "unknown")
         await self._on_frame(frame)
 
     def _over_budget(self) -> None:

@@ -147,7 +147,7 @@ class Outbox:
             self.queued_bytes += len(text) - len(slot.text)
             slot.text = text
             if self.metrics is not None:
-                self.metrics.coalesced.inc()
+                self.metrics.coalesced += 1
             return True
         if self.direct is not None and self._writer_idle() and self.direct(text):
             return True
@@ -329,7 +329,7 @@ class Channel:
         start = perf_counter()
         delivered = self.publish_text(text, key)
         metrics.fanout.observe(perf_counter() - start)
-        metrics.frames_out.labels(type_).inc(delivered)
+        metrics.sent(type_, delivered)
         return delivered
 
     def publish_text(self, text: str, key: Hashable = None) -> int:
@@ -349,7 +349,7 @@ class Channel:
         """Queue one frame for one subscriber through this channel's coalescing (used for
         the current value a new subscriber gets first)."""
         if self.metrics is not None:
-            self.metrics.frames_out.labels(type_).inc()
+            self.metrics.sent(type_)
         return self.send_text(outbox, encode(type_, data), key)
 
     def send_text(self, outbox: Outbox, text: str, key: Hashable = None) -> bool:

@@ -96,7 +96,7 @@ class Session:
 
     def send(self, type_: str, data: Any, id_: Id | None = None) -> bool:
         """Queue one frame. Returns False if the connection is closing or overflowed."""
-        self.gateway.hub.metrics.frames_out.labels(type_).inc()
+        self.gateway.hub.metrics.sent(type_)
         return self.outbox.put(encode(type_, data, id_))
 
     def send_error(self, error: VirtwireError, id_: Id | None = None) -> bool:
@@ -146,7 +146,7 @@ class Session:
 
     def _overflow(self) -> None:
         self.log.warning("client too slow; closing", code=CloseCode.SLOW_CONSUMER)
-        self.gateway.hub.metrics.overflows.inc()
+        self.gateway.hub.metrics.overflows += 1
         self.close(
             CloseCode.SLOW_CONSUMER, self.gateway.catalogue("close.slow_consumer"), flush=False
         )
