@@ -1,43 +1,172 @@
-"""Benchmark of the libvirt backend on libvirt's test driver.
+"""Benchmark of the libvirt backend's event path on libvirt's test driver.
 
-1. ``vm-control`` round trip (pause/resume) through a real ``virtwire serve`` process, next
-   to the same libvirt calls made directly in this process (libvirt's own call time).
-2. One lifecycle event fanned out as ``vm-status`` to 1000 ``vm-status-all`` subscribers:
-   time from the control request until the last subscriber has the push, next to the same
-   with one subscriber.
+1. One lifecycle event to the last of 1000 ``vm-status-all`` subscribers, against one plain
+   publish of a ``vm-status`` frame to the same 1000 (goal: <= 1.1x). Both are timed from the
+   request that causes them (``vm-control`` pause/resume; a bench plugin's ``bench-publish``)
+   until the last subscriber has its ``vm-status`` frame.
+2. ``vm-control`` round trip against a no-op request (``ping``) on the same connection
+   (goal: <= +150 us), with libvirt's own time for the same call in this process.
 
-Run: ``.venv/bin/python bench/bench_libvirt.py`` (loopback only, about half a minute).
+The server (``_libvirt_server.py``) runs in its own process; the 1000 subscribers run in
+another, on raw sockets that only count frames (no JSON parsing), and report when the last
+one has its frame (CLOCK_MONOTONIC is shared by processes). Loopback only, about a minute:
+
+    .venv/bin/python bench/bench_libvirt.py [--subscribers 1000] [--rounds 20] [--trips 2000]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
+import base64
+import multiprocessing as mp
 import os
 import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import libvirt
-from websockets.asyncio.client import ClientConnection, connect
 
-ROUND_TRIPS = 1000
-SUBSCRIBERS = 1000
-FANOUT_RUNS = 10
-VIRTWIRE = Path(sys.executable).with_name("virtwire")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from virtwire.testing import TEST_SECRET, free_port  # noqa: E402
+
+VM_STATUS = b'{"type":"vm-status"'
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def token(scope: str = "vm:read") -> str:
+    """Subscribers read; the actor only controls (so it gets no system-event and its next
+    frame is always its reply)."""
+    import jwt
+
+    claims = {"sub": "bench", "scope": scope, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+
+class Counter(asyncio.Protocol):
+    """A WebSocket client that counts incoming ``vm-status`` text frames (a prefix check, no
+    parsing) and stamps the moment its expected count is reached."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.handshaken = asyncio.get_running_loop().create_future()
+        self.frames = 0  # every text frame
+        self.statuses = 0  # vm-status frames
+        self.target = 0
+        self.reached = 0.0
+        self.waiter: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        if not self.handshaken.done():
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            buf = buf[end + 4 :]
+            self.handshaken.set_result(None)
+        i, n = 0, len(buf)
+        while n - i >= 2:
+            length = buf[i + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if n - i < 4:
+                    break
+                length = int.from_bytes(buf[i + 2 : i + 4], "big")
+                head = 4
+            elif length == 127:
+                if n - i < 10:
+                    break
+                length = int.from_bytes(buf[i + 2 : i + 10], "big")
+                head = 10
+            if n - i < head + length:
+                break
+            if buf[i] & 0x0F == 1:
+                self.frames += 1
+                if buf.startswith(VM_STATUS, i + head):
+                    self.statuses += 1
+                    if self.statuses == self.target:
+                        self.reached = time.monotonic()
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result(None)
+            i += head + length
+        self.buf = buf[i:]
+
+    def send_text(self, text: str) -> None:
+        payload = text.encode()
+        mask = os.urandom(4)
+        header = bytearray([0x81])
+        if len(payload) < 126:
+            header.append(0x80 | len(payload))
+        else:
+            header.append(0x80 | 126)
+            header += len(payload).to_bytes(2, "big")
+        masked = bytes(b ^ mask[j % 4] for j, b in enumerate(payload))
+        assert self.transport is not None
+        self.transport.write(bytes(header) + mask + masked)
+
+    async def next_frame(self) -> None:
+        self.waiter = asyncio.get_running_loop().create_future()
+        await self.waiter
+
+
+async def open_counter(port: int, tok: str) -> Counter:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(Counter, "127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    assert proto.transport is not None
+    proto.transport.write(
+        (
+            f"GET /ws?token={tok} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await proto.handshaken
+    return proto
+
+
+def subscribers(port: int, count: int, pipe: Connection) -> None:
+    """The load generator (own process): ``count`` vm-status-all subscribers. On "arm" each
+    expects one more vm-status frame; once all have it, the last arrival time is sent back."""
+
+    async def main() -> None:
+        tok = token()
+        clients = [await open_counter(port, tok) for _ in range(count)]
+        for c in clients:
+            c.target = 1  # the current status, sent on subscribing
+            c.send_text('{"type":"subscribe","data":{"topic":"vm-status-all"}}')
+        await wait_all(clients)
+        pipe.send("ready")
+        loop = asyncio.get_running_loop()
+        while True:
+            command = await loop.run_in_executor(None, pipe.recv)
+            if command == "stop":
+                break
+            for c in clients:
+                c.target = c.statuses + 1
+            pipe.send("armed")
+            await wait_all(clients)
+            pipe.send(max(c.reached for c in clients))
+        for c in clients:
+            assert c.transport is not None
+            c.transport.close()
+
+    async def wait_all(clients: list[Counter]) -> None:
+        async with asyncio.timeout(60):
+            for c in clients:
+                while c.statuses < c.target:
+                    await c.next_frame()
+
+    asyncio.run(main())
 
 
 def pct(values: list[float], p: float) -> float:
@@ -45,13 +174,13 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def direct_calls() -> list[float]:
+def direct_calls(n: int) -> list[float]:
     """libvirt's own time for the same calls (suspend/resume on test:///default)."""
     libvirt.registerErrorHandler(lambda _c, _e: None, None)
     conn = libvirt.open("test:///default")
     dom = conn.lookupByName("test")
     times = []
-    for i in range(ROUND_TRIPS):
+    for i in range(n):
         t = time.perf_counter()
         dom.suspend() if i % 2 == 0 else dom.resume()
         times.append(time.perf_counter() - t)
@@ -61,152 +190,120 @@ def direct_calls() -> list[float]:
     return times
 
 
-class Peer:
-    """A minimal client: request/response by id, and a queue of pushes."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.n = 0
-
-    async def request(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
-        self.n += 1
-        rid = f"r{self.n}"
-        await self.ws.send(json.dumps({"type": type_, "data": data, "id": rid}))
-        while True:
-            frame = json.loads(await self.ws.recv())
-            if frame.get("id") == rid:
-                return frame
+async def request(actor: Counter, text: str) -> None:
+    """Send and wait for the reply (the actor subscribes to nothing: its next frame is it)."""
+    waiter = actor.next_frame()
+    actor.send_text(text)
+    await waiter
 
 
-async def control_round_trips(url: str) -> list[float]:
-    async with connect(url, max_queue=None) as ws:
-        peer = Peer(ws)
-        times = []
-        for i in range(ROUND_TRIPS):
-            action = "pause" if i % 2 == 0 else "resume"
-            t = time.perf_counter()
-            reply = await peer.request("vm-control", {"vmId": "test", "action": action})
-            times.append(time.perf_counter() - t)
-            assert reply["type"] == "vm-control-response", reply
-        return times
+async def round_trips(port: int, n: int) -> tuple[list[float], list[float]]:
+    """Interleaved: a no-op ``ping`` and a ``vm-control`` on the same connection."""
+    actor = await open_counter(port, token("vm:control"))
+    noop, control = [], []
+    for i in range(n):
+        t = time.perf_counter()
+        await request(actor, f'{{"type":"ping","id":{i}}}')
+        noop.append(time.perf_counter() - t)
+        action = "pause" if i % 2 == 0 else "resume"
+        t = time.perf_counter()
+        await request(
+            actor, f'{{"type":"vm-control","data":{{"vmId":"test","action":"{action}"}},"id":{i}}}'
+        )
+        control.append(time.perf_counter() - t)
+    assert actor.transport is not None
+    actor.transport.close()
+    skip = n // 10  # warm-up
+    return noop[skip:], control[skip:]
 
 
-async def fanout(url: str, subscribers: int) -> list[float]:
-    """Per run: seconds from the control request until the last subscriber has the
-    ``vm-status`` push the event causes."""
-    clients: list[ClientConnection] = []
-    try:
-        for _ in range(subscribers):
-            ws = await connect(url, max_queue=None, compression=None)
-            clients.append(ws)
-            await ws.send(
-                json.dumps({"type": "subscribe", "data": {"topic": "vm-status-all"}, "id": "s"})
-            )
-        for ws in clients:  # subscription reply and the current status
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "vm-status":
-                    break
-        results = []
-        async with connect(url, compression=None) as actor_ws:
-            actor = Peer(actor_ws)
-            for run in range(FANOUT_RUNS):
-                action, want = ("pause", "paused") if run % 2 == 0 else ("resume", "running")
-
-                async def until(ws: ClientConnection, want: str = want) -> float:
-                    while True:
-                        frame = json.loads(await ws.recv())
-                        if frame["type"] == "vm-status" and frame["data"]["status"] == want:
-                            return time.perf_counter()
-
-                waits = [asyncio.ensure_future(until(ws)) for ws in clients]
-                t = time.perf_counter()
-                await actor.request("vm-control", {"vmId": "test", "action": action})
-                done = await asyncio.wait_for(asyncio.gather(*waits), 60)
-                results.append(max(done) - t)
-        return results
-    finally:
-        for ws in clients:
-            await ws.close()
+async def fanout(port: int, pipe: Connection, rounds: int) -> tuple[list[float], list[float]]:
+    """Per round: request -> last subscriber's vm-status, for an event and a plain publish."""
+    actor = await open_counter(port, token("vm:control"))
+    loop = asyncio.get_running_loop()
+    event, plain = [], []
+    for i in range(2 * rounds):
+        for kind in ("event", "plain"):
+            pipe.send("arm")
+            assert await loop.run_in_executor(None, pipe.recv) == "armed"
+            if kind == "event":
+                action = "pause" if i % 2 == 0 else "resume"
+                text = f'{{"type":"vm-control","data":{{"vmId":"test","action":"{action}"}}}}'
+            else:
+                text = '{"type":"bench-publish"}'
+            t = time.monotonic()
+            actor.send_text(text)
+            last = await loop.run_in_executor(None, pipe.recv)
+            (event if kind == "event" else plain).append(last - t)
+    assert actor.transport is not None
+    actor.transport.close()
+    return event[2:], plain[2:]  # warm-up
 
 
-def start_server(state: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``virtwire serve`` with the embedded default (the test driver), and a token."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTWIRE_")}
-    env.update(
-        VIRTWIRE_STATE_DIR=state,
-        VIRTWIRE_LOAD_PLUGINS="libvirt",
-        VIRTWIRE_PLUGINS__LIBVIRT__STATS_INTERVAL="3600",
-        VIRTWIRE_SERVER__ACCESS_LOG="false",
-        VIRTWIRE_SERVER__LOG_LEVEL="warning",
-        VIRTWIRE_SERVER__RATE_LIMIT="100000",
-        VIRTWIRE_SERVER__RATE_BURST="100000",
-    )
+def start_server() -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(
-        [str(VIRTWIRE), "serve", "--port", str(port)],
-        env=env,
+        [sys.executable, str(HERE / "_libvirt_server.py"), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
+    import socket
+
+    deadline = time.monotonic() + 30
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), 0.5).close()
-            break
+            return proc, port
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise SystemExit("virtwire serve did not start") from None
+                raise SystemExit("bench server did not start") from None
             time.sleep(0.05)
-    token = subprocess.run(
-        [str(VIRTWIRE), "token", "--sub", "bench"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return proc, f"ws://127.0.0.1:{port}/ws?token={token}"
-
-
-async def measure(url: str) -> dict[str, list[float]]:
-    return {
-        "rtt": await control_round_trips(url),
-        "one": await fanout(url, 1),
-        "many": await fanout(url, SUBSCRIBERS),
-    }
 
 
 def main() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
-    direct = direct_calls()
-    with tempfile.TemporaryDirectory() as state:
-        proc, url = start_server(state)
-        try:
-            got = asyncio.run(measure(url))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--trips", type=int, default=2000)
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    ms = 1000.0
-    rows = [
-        ("libvirt call, in-process (baseline)", direct),
-        ("vm-control round trip via virtwire", got["rtt"]),
-        ("event -> vm-status, 1 subscriber (baseline)", got["one"]),
-        (f"event -> vm-status, last of {SUBSCRIBERS} subscribers", got["many"]),
-    ]
-    print(f"{'measure':52} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
-    for label, values in rows:
-        print(
-            f"{label:52} {len(values):5d} {pct(values, 50) * ms:9.3f} "
-            f"{pct(values, 99) * ms:9.3f} {statistics.fmean(values) * ms:9.3f}"
+    direct = direct_calls(args.trips)
+    proc, port = start_server()
+    try:
+        noop, control = asyncio.run(round_trips(port, args.trips))
+        ours, theirs = mp.Pipe()
+        loader = mp.get_context("fork").Process(
+            target=subscribers, args=(port, args.subscribers, theirs), daemon=True
         )
-    print(
-        f"per-subscriber delivery at {SUBSCRIBERS}: "
-        f"{pct(got['many'], 50) / SUBSCRIBERS * 1e6:.1f} us (p50 / subscriber; "
-        "the clients share this process)"
-    )
+        loader.start()
+        assert ours.recv() == "ready"
+        event, plain = asyncio.run(fanout(port, ours, args.rounds))
+        ours.send("stop")
+        loader.join(30)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    us = 1e6
+    print(f"{'measure':60} {'n':>5} {'p50 us':>9} {'p99 us':>9} {'mean us':>9}")
+    for label, values in (
+        ("libvirt suspend/resume, in-process (for reference)", direct),
+        ("no-op request (ping) round trip (baseline)", noop),
+        ("vm-control round trip, same connection", control),
+        (f"plain publish -> last of {args.subscribers} (baseline)", plain),
+        (f"lifecycle event -> last of {args.subscribers}", event),
+    ):
+        print(
+            f"{label:60} {len(values):5d} {pct(values, 50) * us:9.1f} "
+            f"{pct(values, 99) * us:9.1f} {statistics.fmean(values) * us:9.1f}"
+        )
+    extra = (statistics.median(control) - statistics.median(noop)) * us
+    ratio = statistics.median(event) / statistics.median(plain)
+    print(f"vm-control over no-op (p50): +{extra:.0f} us (goal <= +150 us)")
+    print(f"event / plain publish to {args.subscribers} (p50): {ratio:.2f}x (goal <= 1.1x)")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ CHOSEN = {
     "virtwire.gateway": ("Gateway",),
     "virtwire.session": ("Session",),
     "virtwire.hub": ("Channel", "Hub"),
+    "virtwire.shared": ("SharedChannel",),
+    "virtwire.broker": ("Broker", "History", "Entry", "close_frame"),
     "virtwire.auth": ("Principal", "SCOPES"),
     "virtwire.config": ("resolve_secret", "state_dir"),
     "virtwire.connection": ("origin_allowed",),

@@ -68,7 +68,12 @@ def test_voidvm_client_controls_the_test_domain(tmp_path: Path) -> None:
         by_kind: dict[str, list[object]] = {}
         for line in lines:
             by_kind.setdefault(line["kind"], []).append(line["data"])
-        assert by_kind["subscribed"] == [{"topic": "vm-status", "count": 1}]
+        [subscribed] = by_kind["subscribed"]
+        assert isinstance(subscribed, dict)
+        # the topic's position (offset, epoch) for a later ``since``: see docs/protocol.md
+        assert set(subscribed) == {"topic", "count", "offset", "epoch"}
+        assert subscribed["topic"] == "vm-status" and subscribed["count"] == 1
+        assert isinstance(subscribed["offset"], int) and isinstance(subscribed["epoch"], str)
         first = by_kind["vm-status"][0]
         assert isinstance(first, dict)
         assert first["vmId"] == "test" and first["status"] == "running"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -18,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+import websockets
 from lv_daemon import PREFIX, Daemon, banners, domain_xml
-from lv_helpers import backend_of, is_status, libvirt_server
+from lv_helpers import backend_of, gateway_process, is_status, libvirt_server
+from virtwire.testing import Client
 
 
 def event_is(name: str, vm: str) -> Any:
-    return lambda f: f["data"]["event"] == name and f["data"]["vmId"] == vm
+    return lambda f: f["data"]["event"] == name and f["data"].get("vmId") == vm
+
+
+def backend_event(state: str) -> Any:
+    return lambda f: f["data"]["event"] == f"backend-{state}"
 
 
 @contextlib.asynccontextmanager
@@ -83,10 +90,11 @@ async def test_lifecycle_of_a_real_domain(
                 )
                 assert reply["type"] == "vm-control-response", reply
                 assert reply["data"] == {"vmId": name, "action": action, "status": "success"}
+                # the status the event implies comes first, then the event
+                await client.expect("vm-status", where=is_status(name, status))
                 ev = await client.expect("system-event", where=lambda f: f["data"]["vmId"] == name)
                 assert ev["data"]["event"] == event, ev
                 assert ev["data"]["userId"] == "carol"
-                await client.expect("vm-status", where=is_status(name, status))
                 return ev
 
             disk = tmp_path / f"{name}.img"
@@ -181,6 +189,11 @@ async def test_libvirtd_restart_in_the_middle_of_a_session(
             await client.expect("vm-status", where=is_status(name, "running"))
 
             await asyncio.to_thread(libvirtd.kill)
+            # Subscribers are told: the VM's status is unreachable, not its last one.
+            await client.expect("vm-status", where=is_status(name, "unreachable"))
+            ev = await client.expect("system-event", where=backend_event("unavailable"))
+            assert ev["data"]["backend"] == "libvirt" and ev["data"]["level"] == "warning"
+            assert "vmId" not in ev["data"] and ev["data"]["message"]
             # While the daemon is away: a clear error at once, never a hang.
             await asyncio.wait_for(backend.disconnected.wait(), 10)
             reply = await client.request("vm-control", {"vmId": name, "action": "pause"}, timeout=5)
@@ -193,13 +206,15 @@ async def test_libvirtd_restart_in_the_middle_of_a_session(
             await asyncio.to_thread(libvirtd.start)
             # Reconnected and re-synced: the change is pushed without anyone asking.
             await client.expect("vm-status", where=is_status(name, "stopped"), timeout=30)
+            ev = await client.expect("system-event", where=backend_event("available"))
+            assert ev["data"]["level"] == "info"
             reply = await client.request(
                 "vm-control", {"vmId": name, "action": "start"}, timeout=30
             )
             assert reply["data"]["status"] == "success", reply
             # Events were registered again on the new connection.
-            await client.expect("system-event", where=event_is("vm-started", name))
             await client.expect("vm-status", where=is_status(name, "running"))
+            await client.expect("system-event", where=event_is("vm-started", name))
         finally:
             async with hypervisor(libvirtd) as conn:
                 with contextlib.suppress(libvirt.libvirtError):
@@ -238,10 +253,77 @@ async def test_a_hung_daemon_gives_errors_not_hangs(
             finally:
                 os.kill(libvirtd.pid, signal.SIGCONT)
             await asyncio.wait_for(backend.connected.wait(), 30)
-            reply = await client.request(
-                "vm-control", {"vmId": name, "action": "start"}, timeout=30
-            )
-            assert reply["data"]["status"] == "success", reply
+            # The start sent while it was frozen may still be carried out by the daemon
+            # now (an answer it never gave in time is no proof it did nothing): start until
+            # it runs, whichever request did it.
+            async with asyncio.timeout(30):
+                while True:
+                    reply = await client.request(
+                        "vm-control", {"vmId": name, "action": "start"}, timeout=30
+                    )
+                    details = reply["data"].get("details", "")
+                    if reply["type"] == "vm-control-response" or "already running" in details:
+                        break
+                    assert reply["data"]["code"] == "BACKEND_UNAVAILABLE", reply
+                    await asyncio.sleep(0.2)
             await client.expect("vm-status", where=is_status(name, "running"))
+    finally:
+        await remove(dom)
+
+
+async def test_a_daemon_frozen_after_a_restart_never_takes_the_gateway_down(
+    libvirtd: Daemon, guest_images: dict[str, Path], tmp_path: Path
+) -> None:
+    # libvirtd restarts, then freezes for 10 s while clients are subscribed and requests
+    # keep calls in flight: keepalive drops the connection and the gateway reconnects
+    # while those calls are still blocked in the old one. None of them may run on a
+    # connection being closed (the gateway used to die of SIGSEGV here).
+    name = f"{PREFIX}frozen"
+    async with hypervisor(libvirtd) as conn:
+        dom = await define(conn, name, guest_images["idle"], tmp_path)
+        await asyncio.to_thread(dom.create)
+    settings = {"uri": libvirtd.uri, "stats_interval": 0.2, "reconnect_min": 0.1}
+    try:
+        async with (
+            gateway_process(tmp_path, **settings) as (proc, url),
+            websockets.connect(url) as ws1,
+            websockets.connect(url) as ws2,
+        ):
+            client, watcher = Client(ws1), Client(ws2)
+            await watcher.request("subscribe", {"topic": "vm-status-all"})
+            await watcher.expect("vm-status", where=is_status(name, "running"))
+
+            async def served(action: str) -> None:
+                """Until libvirt answers ``action`` again (done, or refused as no-op)."""
+                async with asyncio.timeout(60):
+                    while True:
+                        reply = await client.request(
+                            "vm-control", {"vmId": name, "action": action}, timeout=40
+                        )
+                        if reply["type"] == "vm-control-response":
+                            return
+                        if reply["data"]["code"] == f"VM_{action.upper()}_FAILED":
+                            return
+                        await asyncio.sleep(0.2)
+
+            await asyncio.to_thread(libvirtd.kill)
+            await asyncio.to_thread(libvirtd.start)
+            await served("resume")
+
+            async def pester() -> None:
+                for n in itertools.count():
+                    await client.send("vm-control", {"vmId": name, "action": "pause"}, f"p{n}")
+                    await asyncio.sleep(0.3)
+
+            os.kill(libvirtd.pid, signal.SIGSTOP)
+            pusher = asyncio.create_task(pester())
+            try:
+                await asyncio.sleep(10)  # the fault: a daemon frozen for 10 s
+            finally:
+                os.kill(libvirtd.pid, signal.SIGCONT)
+                pusher.cancel()
+            await served("resume")
+            await watcher.expect("vm-status", where=is_status(name, "running"), timeout=30)
+            assert proc.poll() is None, (tmp_path / "virtwire.log").read_text()[-3000:]
     finally:
         await remove(dom)

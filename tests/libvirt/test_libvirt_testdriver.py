@@ -63,7 +63,8 @@ async def test_file_driver_lists_domains_in_their_states(tmp_path: Path) -> None
             got[frame["data"]["vmId"]] = frame["data"]["status"]
         assert got == {"web": "running", "db": "paused", "old": "stopped", "bad": "crashed"}
         stopped = await client.request("subscribe", {"topic": "vm-status", "vmId": "old"})
-        assert stopped["data"] == {"topic": "vm-status", "vmId": "old"}
+        assert stopped["data"]["vmId"] == "old"
+        assert isinstance(stopped["data"]["offset"], int)  # the position, for a later since
 
 
 async def test_every_control_action_with_events_and_pushes() -> None:
@@ -82,13 +83,14 @@ async def test_every_control_action_with_events_and_pushes() -> None:
             reply = await client.request("vm-control", {"vmId": "test", "action": action})
             assert reply["type"] == "vm-control-response", reply
             assert reply["data"] == {"vmId": "test", "action": action, "status": "success"}
+            # the status the event implies comes first, then the event
+            await client.expect("vm-status", where=is_status("test", status))
             ev = await client.expect("system-event")
             assert ev["data"]["event"] == event
             assert ev["data"]["vmId"] == "test"
             assert ev["data"]["userId"] == "alice"
             assert ev["data"]["level"] == "info"
             assert ev["data"]["message"]
-            await client.expect("vm-status", where=is_status("test", status))
         reply = await client.request(
             "vm-control", {"vmId": "test", "action": "stop", "force": True}
         )
@@ -150,9 +152,9 @@ async def test_outside_changes_become_events_without_user() -> None:
             assert "userId" not in ev["data"]
             await client.expect("vm-status", where=is_status("extra", "stopped"))
             await asyncio.to_thread(dom.create)
+            await client.expect("vm-status", where=is_status("extra", "running"))
             ev = await client.expect("system-event")
             assert ev["data"]["event"] == "vm-started" and "userId" not in ev["data"]
-            await client.expect("vm-status", where=is_status("extra", "running"))
             await asyncio.to_thread(dom.destroy)
             await asyncio.to_thread(dom.undefine)
             ev = await client.expect(
@@ -215,6 +217,25 @@ def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="stats_interval"):
         settings.plugin("libvirt", LibvirtSettings)
     assert LibvirtSettings().uri == "test:///default"
+
+
+async def test_requests_for_one_vm_run_in_the_order_sent() -> None:
+    # pause then resume sent back to back, without waiting for the replies: each must find
+    # the VM in the state the previous one left (libvirt refuses to pause a paused VM).
+    async with libvirt_server() as server, server.client() as client:
+        for batch in range(10):  # 16 requests in flight: max_concurrent_requests
+            ids = [f"o{batch}-{i}" for i in range(16)]
+            replies = [client.replies.setdefault(i, asyncio.Future()) for i in ids]
+            for n, id_ in enumerate(ids):
+                action = "pause" if n % 2 == 0 else "resume"
+                await client.send("vm-control", {"vmId": "test", "action": action}, id_)
+            got = await asyncio.wait_for(asyncio.gather(*replies), 30)
+            failed = [f["data"] for f in got if f["type"] != "vm-control-response"]
+            assert failed == []
+        status = await client.request("subscribe", {"topic": "vm-status", "vmId": "test"})
+        assert status["type"] == "subscribe-response"
+        first = await client.expect("vm-status")
+        assert first["data"]["status"] == "running"
 
 
 async def test_vm_addresses_for_ssh_terminals() -> None:

@@ -60,6 +60,49 @@ async def test_rotation_by_rename_follows_the_new_file(logs_server, logdir, watc
         assert await client.next() == "new 2"
 
 
+async def test_rotation_serves_what_the_new_file_held_before_it_was_seen(
+    logs_server, logdir, watcher
+):
+    # A busy writer: the new file already holds more than `history` lines when the tailer
+    # switches to it. None of them may be lost.
+    log = logdir / "ds_update.log"
+    lines(log, 0, 3)
+    async with logs_server(**watcher) as server, server.logs("ds_update.log") as client:
+        assert await client.take(3) == ["line 0", "line 1", "line 2"]
+        staged = logdir / "staged.tmp"
+        lines(staged, 0, 200, prefix="new")
+        os.rename(log, logdir / "ds_update.log.1")
+        os.rename(staged, log)  # appears with its 200 lines at once
+        got = await client.take(201)
+        assert got == [ROTATED.format("ds_update.log")] + [f"new {i}" for i in range(200)]
+        lines(log, 200, 201, prefix="new")
+        assert await client.next() == "new 200"
+
+
+async def test_rotation_to_a_huge_file_says_how_many_lines_it_skipped(
+    logs_server, logdir, monkeypatch
+):
+    from virtwire_logs import tail
+
+    monkeypatch.setattr(tail, "ROTATED_MAX", 1000)  # bytes
+    log = logdir / "ds_update.log"
+    lines(log, 0, 1)
+    async with logs_server() as server, server.logs("ds_update.log") as client:
+        assert await client.next() == "line 0"
+        staged = logdir / "staged.tmp"
+        lines(staged, 0, 500, prefix="n")  # "n 0\n" .. "n 499\n": 2890 bytes
+        os.rename(log, logdir / "ds_update.log.1")
+        os.rename(staged, log)
+        notice = await client.next()
+        served = 1000 // len("n 499\n")  # whole lines of the last 1000 bytes
+        skipped = 500 - served
+        assert (
+            notice
+            == f"日志文件 ds_update.log 已轮转，继续跟踪新文件（新文件开头 {skipped} 行未显示）"
+        )
+        assert await client.take(served) == [f"n {i}" for i in range(skipped, 500)]
+
+
 async def test_deleted_file_notice_then_close_then_recreated_file(logs_server, logdir, watcher):
     log = logdir / "upload.log"
     lines(log, 0, 1)

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from . import __version__
@@ -21,6 +21,7 @@ from .errors import CloseCode
 from .gateway import Gateway
 from .hosts import HostCheck, default_hosts
 from .log import get_logger, install_redaction
+from .metrics import metrics_endpoint
 from .wire import HttpProtocol, Limits, WebSocketProtocol
 
 
@@ -43,14 +44,17 @@ def create_app(
     gateway.load_plugins(plugins, builtin_plugins())
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "status": "ok" if gateway.started else "starting",
-                "version": __version__,
-                "connections": len(gateway.sessions),
-            },
-            status_code=200 if gateway.started else 503,
-        )
+        body: dict[str, Any] = {
+            "status": "ok" if gateway.started else "starting",
+            "version": __version__,
+            "connections": len(gateway.sessions),
+        }
+        broker = gateway.hub.broker
+        body["broker"] = broker.health() if broker is not None else {"name": "memory"}
+        return JSONResponse(body, status_code=200 if gateway.started else 503)
+
+    async def metrics(request: Request) -> Response:
+        return await metrics_endpoint(gateway, request)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,6 +67,7 @@ def create_app(
     routes = [
         WebSocketRoute("/ws", WebSocketEndpoint(gateway)),
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
         *gateway.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -37,6 +37,7 @@ STATUSES = (
     "starting",
     "blocked",
     "unknown",
+    "unreachable",
 )
 
 #: ``system-event`` events a backend may emit.
@@ -50,6 +51,7 @@ EVENTS = (
     "vm-crashed",
     "vm-deleted",
 )
+
 
 #: The ``system-event`` each control action leads to. The core attributes the first such
 #: event of the VM after a ``vm-control`` to the acting user (``userId``).
@@ -112,6 +114,15 @@ class VmEvents(Protocol):
 
     def removed(self, vm_id: str) -> None:
         """The VM no longer exists (after ``vm-deleted``): the core forgets it."""
+
+    def unavailable(self, reason: str) -> None:
+        """The hypervisor cannot be reached (the backend is reconnecting): every VM of
+        this backend gets a ``vm-status`` with status ``unreachable`` and every connection
+        with ``vm:read`` a ``backend-unavailable`` system-event."""
+
+    def available(self) -> None:
+        """The hypervisor is reachable again (after ``unavailable``): a
+        ``backend-available`` system-event; report each VM's status with ``status``."""
 
 
 @runtime_checkable

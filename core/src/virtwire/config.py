@@ -61,6 +61,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     flood_close_after: float = 2.0
     max_concurrent_requests: int = 16
     max_subscriptions: int = 256
+    #: Frames kept per shared channel (vm-status, system-event) for ``since`` recovery.
+    history_size: int = 1000
+    #: ``/metrics``: "token" (a Bearer token with the metrics:read scope), "open" (anyone who
+    #: can reach the port: bind to a private address) or "off".
+    metrics: Literal["token", "open", "off"] = "token"
     per_message_deflate: bool = False
     locale: str = "zh-CN"
     log_format: Literal["auto", "console", "json"] = "auto"

@@ -16,11 +16,13 @@ from starlette.websockets import WebSocket
 
 from .auth import Authenticator, Principal
 from .backends import HypervisorBackend
+from .broker import Broker
 from .collectors import MetricCollector
 from .config import Settings, state_dir
 from .consoles import ConsoleTransport
 from .consolesessions import ConsoleSessions
 from .errors import CloseCode, ConfigError, ErrorCode, VirtwireError
+from .expiry import ExpirySweep
 from .hub import Hub
 from .logsources import LogSource
 from .messages import Catalogue
@@ -39,7 +41,9 @@ class Gateway:
         self.log = log
         self.catalogue = Catalogue(settings.server.locale)
         self.auth = Authenticator(settings)
-        self.hub = Hub()
+        self.hub = Hub(settings.server.history_size)
+        #: Token expiry of every ``/ws`` connection, on one timer.
+        self.expiry = ExpirySweep()
         self.plugins = PluginManager(log)
         self.backends: list[HypervisorBackend] = []
         self.consoles: list[ConsoleTransport] = []
@@ -69,6 +73,7 @@ class Gateway:
         self.owners: dict[str, str] = {}  # handler type / topic name -> plugin
         self.started = False
         self.pm_has_authorize = False
+        self.hub.metrics.attach(self)
 
     # -- building ----------------------------------------------------------------------
     def load_plugins(
@@ -97,6 +102,7 @@ class Gateway:
         self._collect("register_routes", self.routes)
         self._register_handlers()
         self._register_topics()
+        self._register_broker()
         self.pm_has_authorize = any(True for _ in self.plugins.impls("authorize"))
 
     def _register_settings(self) -> None:
@@ -217,6 +223,22 @@ class Gateway:
                 self.topics[topic.name] = topic
                 self.owners[key] = plugin
 
+    def _register_broker(self) -> None:
+        for plugin, _ in list(self.plugins.impls("register_broker")):
+            staged: list[Broker] = []
+            if not self.plugins.call_one(
+                plugin, "register_broker", register=staged.append, gateway=self
+            ):
+                continue
+            for broker in staged:
+                if self.hub.broker is not None:
+                    raise ConfigError(
+                        f"a broker is registered by both plugin {self.owners['broker']!r} and "
+                        f"{plugin!r}; disable one of them"
+                    )
+                self.hub.broker = broker
+                self.owners["broker"] = plugin
+
     # -- authorization -----------------------------------------------------------------
     def authorized(self, principal: Principal, action: str, resource: str | None) -> bool:
         if not self.pm_has_authorize:
@@ -252,6 +274,8 @@ class Gateway:
         from .builtins.vms import VmRegistry
 
         self.vms = VmRegistry(self)
+        if self.hub.broker is not None:
+            await self.hub.broker.start(self.hub)
         await self.vms.start()
         await self._lifecycle("startup")
         self.started = True
@@ -307,4 +331,6 @@ class Gateway:
         await self._lifecycle("shutdown")
         if hasattr(self, "vms"):
             await self.vms.close()
+        if self.hub.broker is not None:
+            await self.hub.broker.close()
         self.started = False

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from .auth import Principal
     from .backends import HypervisorBackend
+    from .broker import Broker
     from .collectors import MetricCollector
     from .consoles import ConsoleTransport
     from .gateway import Gateway
@@ -136,6 +137,19 @@ def register_routes(register: Callable[[BaseRoute], None], gateway: Gateway) -> 
 
 
 @hookspec
+def register_broker(register: Callable[[Broker], None], gateway: Gateway) -> None:
+    """Contribute the broker that carries shared channels between gateways.
+
+    :param register: ``register(broker)`` with a :class:`virtwire.broker.Broker`. At most one
+        broker per gateway (two are a start-up error naming both plugins); without one the
+        gateway works alone and keeps positions and history in memory. The core starts it
+        (``await broker.start(gateway.hub)``) before the backends and closes it after them.
+        Shared channels (``vm-status``, ``system-event``) then publish through it, and
+        ``vm-control`` for a VM another gateway owns is routed through ``broker.request``.
+    """
+
+
+@hookspec
 def startup(gateway: Gateway) -> Awaitable[None] | None:
     """Called once when the gateway starts, after backends have started.
 
@@ -172,6 +186,7 @@ ALL_HOOKS: tuple[str, ...] = (
     "register_handlers",
     "register_topics",
     "register_routes",
+    "register_broker",
     "startup",
     "shutdown",
     "authorize",

@@ -14,9 +14,15 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from .protocol import encode
+
+if TYPE_CHECKING:
+    from .broker import Broker, RequestHandler
+    from .metrics import Metrics
+    from .shared import BroadcastChannel, SharedChannel
 
 Accept = Callable[[Hashable], bool]
 
@@ -43,13 +49,16 @@ class Outbox:
         "_latest",
         "_room",
         "_waiter",
+        "active",
         "closed",
         "direct",
         "max_bytes",
         "max_messages",
+        "metrics",
         "on_overflow",
         "overflowed",
         "queued_bytes",
+        "start_writer",
     )
 
     def __init__(
@@ -71,6 +80,25 @@ class Outbox:
         #: Optional synchronous writer used while the queue is empty and the writer idle
         #: (see virtwire.wire); returns False when it cannot write now.
         self.direct: Callable[[str], bool] | None = None
+        #: Counts coalesced frames when set (virtwire.metrics).
+        self.metrics: Metrics | None = None
+        #: Optional: starts a writer that drains the queue (with ``pop``) and then sets
+        #: ``active`` back to False; called when a frame is queued and no writer is active
+        #: (a connection served by ``direct`` then keeps no writer task while idle).
+        self.start_writer: Callable[[], None] | None = None
+        self.active = False
+
+    def _writer_idle(self) -> bool:
+        if self._waiter is not None:
+            return True  # a consumer waits in get(): the queue is empty
+        return self.start_writer is not None and not self.active and not self._items
+
+    def _queued(self) -> None:
+        if self._waiter is not None:
+            self._wake()
+        elif self.start_writer is not None and not self.active:
+            self.active = True
+            self.start_writer()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -100,15 +128,14 @@ class Outbox:
         """Queue one frame. Returns False if the outbox is closed or overflowed."""
         if self.closed or self.overflowed:
             return False
-        if self._waiter is not None and self.direct is not None and self.direct(text):
+        if self.direct is not None and self._writer_idle() and self.direct(text):
             return True  # the writer was idle and the queue empty: written in place
         size = len(text)
         if not self._fits(size):
             return False
         self._items.append(text)
         self.queued_bytes += size
-        if self._waiter is not None:
-            self._wake()
+        self._queued()
         return True
 
     def put_latest(self, key: Hashable, text: str) -> bool:
@@ -119,8 +146,10 @@ class Outbox:
         if slot is not None:
             self.queued_bytes += len(text) - len(slot.text)
             slot.text = text
+            if self.metrics is not None:
+                self.metrics.coalesced += 1
             return True
-        if self._waiter is not None and self.direct is not None and self.direct(text):
+        if self.direct is not None and self._writer_idle() and self.direct(text):
             return True
         size = len(text)
         if not self._fits(size):
@@ -129,8 +158,7 @@ class Outbox:
         self._latest[key] = slot
         self._items.append(slot)
         self.queued_bytes += size
-        if self._waiter is not None:
-            self._wake()
+        self._queued()
         return True
 
     def pop(self) -> str | None:
@@ -242,6 +270,9 @@ class Channel:
     ``vm-status-all``) gets each frame once.
     """
 
+    #: Set by the hub: fan-out time and frames out are counted (virtwire.metrics).
+    metrics: Metrics | None = None
+
     def __init__(self, name: str, *, latest: bool = False) -> None:
         self.name = name
         self.latest = latest
@@ -291,7 +322,15 @@ class Channel:
         ``key``. Returns how many outboxes took it."""
         if not self._subscribers:
             return 0
-        return self.publish_text(encode(type_, data), key)
+        text = encode(type_, data)
+        metrics = self.metrics
+        if metrics is None:
+            return self.publish_text(text, key)
+        start = perf_counter()
+        delivered = self.publish_text(text, key)
+        metrics.fanout.observe(perf_counter() - start)
+        metrics.sent(type_, delivered)
+        return delivered
 
     def publish_text(self, text: str, key: Hashable = None) -> int:
         delivered = 0
@@ -309,24 +348,45 @@ class Channel:
     def send_to(self, outbox: Outbox, type_: str, data: Any, key: Hashable = None) -> bool:
         """Queue one frame for one subscriber through this channel's coalescing (used for
         the current value a new subscriber gets first)."""
-        text = encode(type_, data)
+        if self.metrics is not None:
+            self.metrics.sent(type_)
+        return self.send_text(outbox, encode(type_, data), key)
+
+    def send_text(self, outbox: Outbox, text: str, key: Hashable = None) -> bool:
+        """:meth:`send_to` for a frame already encoded (a latest value another gateway
+        published)."""
         if self.latest:
             return outbox.put_latest((self.name, key), text)
         return outbox.put(text)
 
 
 class Hub:
-    """All channels of a gateway and the set of authenticated connections."""
+    """All channels of a gateway and the set of authenticated connections.
 
-    def __init__(self) -> None:
+    Plain channels (:meth:`channel`) stay in this process. Shared channels (:meth:`shared`,
+    :meth:`broadcast_channel`) carry positions and history and go through ``broker`` when one
+    is registered (see :mod:`virtwire.broker`).
+    """
+
+    def __init__(self, history_size: int = 1000) -> None:
         self._channels: dict[str, Channel] = {}
         self.sessions: set[Any] = set()
+        #: The registered broker (None: this gateway alone, positions kept in memory).
+        self.broker: Broker | None = None
+        #: Frames kept per shared channel for ``since`` recovery.
+        self.history_size = history_size
+        self._serving: dict[str, RequestHandler] = {}
+        from .metrics import Metrics
+
+        #: Prometheus metrics of this gateway (``/metrics``).
+        self.metrics = Metrics()
 
     def channel(self, name: str, *, latest: bool = False) -> Channel:
         """Get or create the channel ``name``."""
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = Channel(name, latest=latest)
+            channel.metrics = self.metrics
         return channel
 
     def discard(self, channel: Channel) -> bool:
@@ -345,3 +405,73 @@ class Hub:
             if accept is None or accept(session):
                 delivered += session.outbox.put(text)
         return delivered
+
+    # -- shared channels (see virtwire.broker) --------------------------------------------
+    def shared(self, name: str, *, latest: bool = False) -> SharedChannel:
+        """Get or create the shared channel ``name`` (positions, history, crosses gateways)."""
+        from .shared import SharedChannel
+
+        channel = self._channels.get(name)
+        if not isinstance(channel, SharedChannel):
+            channel = SharedChannel(self, name, latest=latest)
+            channel.metrics = self.metrics
+            self._channels[name] = channel
+        return channel
+
+    def broadcast_channel(
+        self, name: str, admit: Callable[[Any, str | None], bool]
+    ) -> BroadcastChannel:
+        """A shared channel whose frames go to every session ``admit(session, key)`` accepts
+        (``system-event``) instead of to subscribers."""
+        from .shared import BroadcastChannel
+
+        channel = BroadcastChannel(self, name, admit)
+        channel.metrics = self.metrics
+        self._channels[name] = channel
+        return channel
+
+    def shared_channels(self) -> list[SharedChannel]:
+        from .shared import SharedChannel
+
+        return [c for c in self._channels.values() if isinstance(c, SharedChannel)]
+
+    def _shared_or_none(self, name: str) -> SharedChannel | None:
+        from .shared import SharedChannel
+
+        channel = self._channels.get(name)
+        return channel if isinstance(channel, SharedChannel) else None
+
+    def deliver(self, name: str, offset: int, epoch: str, key: str | None, text: str) -> int:
+        """A positioned frame from the broker: record it and queue it for local subscribers."""
+        channel = self._shared_or_none(name)
+        return 0 if channel is None else channel.deliver(offset, epoch, key, text)
+
+    def deliver_local(self, name: str, open_text: str, key: str | None) -> int:
+        """A frame the broker could not carry: deliver it here without a position."""
+        channel = self._shared_or_none(name)
+        return 0 if channel is None else channel.deliver_unpositioned(open_text, key)
+
+    def load_latest(self, name: str, values: dict[str, str]) -> None:
+        """Latest values of a latest-value channel as the broker holds them."""
+        channel = self._shared_or_none(name)
+        if channel is not None:
+            channel.values.update(values)
+
+    def serve(self, kind: str, handler: RequestHandler) -> None:
+        """Answer requests of ``kind`` routed to this gateway (``vm-control``)."""
+        self._serving[kind] = handler
+
+    async def handle(self, kind: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Run a request routed here by the broker."""
+        handler = self._serving.get(kind)
+        if handler is None:
+            raise LookupError(f"no handler for requests of kind {kind!r}")
+        return await handler(key, data)
+
+    async def route(self, kind: str, key: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Ask the broker to run a request on the gateway that owns ``key``; None means
+        "handle it here" (no broker, or this gateway owns it)."""
+        broker = self.broker
+        if broker is None:
+            return None
+        return await broker.request(kind, key, data)

@@ -57,6 +57,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vm.event.vm-crashed": "虚拟机崩溃",
         "vm.event.vm-deleted": "虚拟机已删除",
         "backend.unavailable": "虚拟化后端不可用：{name}",
+        "vm.event.backend-unavailable": "虚拟化后端 {name} 无法连接，虚拟机状态暂不可知",
+        "vm.event.backend-available": "虚拟化后端 {name} 已恢复连接",
         "close.slow_consumer": "客户端接收过慢，连接已关闭",
         "close.shutdown": "服务器正在关闭",
         "console.too_many_connection": "控制台过多（每个连接上限 {limit} 个）",
@@ -66,6 +68,9 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.truncated": "日志文件被截断，重新加载...",
         "logs.deleted": "日志文件 {name} 不再存在",
         "logs.rotated": "日志文件 {name} 已轮转，继续跟踪新文件",
+        "logs.rotated_skipped": (
+            "日志文件 {name} 已轮转，继续跟踪新文件（新文件开头 {count} 行未显示）"
+        ),
         "logs.dropped": "客户端接收过慢，跳过了 {count} 行日志",
         "logs.too_many": "连接过多：每个客户端最多 {limit} 个日志连接",
         "logs.line_cut": "…[行过长，已截断 {count} 字节]",
@@ -127,6 +132,9 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vm.event.vm-crashed": "VM crashed",
         "vm.event.vm-deleted": "VM deleted",
         "backend.unavailable": "hypervisor backend unavailable: {name}",
+        "vm.event.backend-unavailable": "hypervisor backend {name} is unreachable; "
+        "VM status is unknown until it is back",
+        "vm.event.backend-available": "hypervisor backend {name} is reachable again",
         "close.slow_consumer": "client too slow, connection closed",
         "close.shutdown": "server shutting down",
         "console.too_many_connection": "too many consoles (limit {limit} per connection)",
@@ -136,6 +144,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "logs.truncated": "log file truncated, reloading...",
         "logs.deleted": "log file {name} no longer exists",
         "logs.rotated": "log file {name} was rotated, following the new file",
+        "logs.rotated_skipped": "log file {name} was rotated, following the new file "
+        "({count} lines at its start are not shown)",
         "logs.dropped": "client too slow, skipped {count} log lines",
         "logs.too_many": "too many connections: at most {limit} log connections per client",
         "logs.line_cut": "…[line too long, {count} bytes cut]",

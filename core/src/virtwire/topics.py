@@ -31,6 +31,14 @@ class Subscription:
     #: Runs after the ``subscribe-response`` is queued: join the channel and queue the
     #: current values here so that they follow the response.
     start: Callable[[], None] | None = None
+    #: Set by :meth:`to_channel`: the channel, and ``start`` in its two parts (join without
+    #: the current values; queue the current values). ``since`` recovery on a shared channel
+    #: replaces the current values with the frames the client missed.
+    channel: Channel | None = None
+    outbox: Outbox | None = None
+    accept: Accept | None = None
+    join: Callable[[], None] | None = None
+    initial: Callable[[], None] | None = None
     #: Runs when the connection's token is refreshed: raise ``VirtwireError`` (FORBIDDEN)
     #: if the new token no longer allows this subscription (it is then ended), or adapt the
     #: subscription to the new principal. The topic's scope is checked before it, always.
@@ -56,8 +64,11 @@ class Subscription:
         and leave the channel on close."""
         handles: list[Subscriber] = []
 
-        def start() -> None:
+        def join() -> None:
             handles.append(channel.add(outbox, accept))
+
+        def start() -> None:
+            join()
             if initial is not None:
                 initial()
 
@@ -66,7 +77,18 @@ class Subscription:
                 channel.remove(handle)
             handles.clear()
 
-        return cls(key=key, close=close, reply=reply or {}, start=start, members=handles)
+        return cls(
+            key=key,
+            close=close,
+            reply=reply or {},
+            start=start,
+            channel=channel,
+            outbox=outbox,
+            accept=accept,
+            join=join,
+            initial=initial,
+            members=handles,
+        )
 
 
 def recheck_subscriptions(session: Session) -> int:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..errors import ErrorCode, VirtwireError, invalid_field
 from ..hookspecs import hookimpl
+from ..shared import Recovery, SharedChannel
 from ..topics import Reply
 
 if TYPE_CHECKING:
@@ -53,7 +57,18 @@ async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
             session.gateway.catalogue("message.too_many_subscriptions", limit=limit),
             details={"limit": limit},
         )
+    since = _since(data)
     sub = await topic.subscribe(session, data)
+    recovery = None
+    if isinstance(sub.channel, SharedChannel):
+        sub.reply.update(sub.channel.position())
+        if since is not None:
+            recovery = await sub.channel.recovery(since.offset, since.epoch)
+            sub.reply["recovered"] = recovery.recovered
+            if recovery.recovered:
+                sub.start = _recovering(sub, recovery)
+    elif since is not None:
+        sub.reply["recovered"] = False  # this topic keeps no history
     sub.topic = topic.name
     if session.close_code is not None:  # closed while subscribing
         await _close(session, sub)
@@ -74,6 +89,39 @@ async def subscribe(session: Session, data: dict[str, Any]) -> Reply:
                 task.add_done_callback(_closing.discard)
 
     return Reply({"topic": topic.name, **sub.reply}, then=then)
+
+
+class Since(msgspec.Struct, forbid_unknown_fields=True):
+    """``data.since``: the position of the last frame a client saw on a shared topic."""
+
+    offset: int
+    epoch: str
+
+
+def _since(data: dict[str, Any]) -> Since | None:
+    raw = data.get("since")
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw, Since)
+    except msgspec.ValidationError as exc:
+        raise VirtwireError(
+            ErrorCode.INVALID_MESSAGE,
+            f'invalid data.since: {exc} (expected {{"offset": int, "epoch": str}})',
+            details={"field": "data.since", "reason": str(exc)},
+        ) from None
+
+
+def _recovering(sub: Subscription, recovery: Recovery) -> Callable[[], None]:
+    """``start`` for a recovered subscription: join, then queue the missed frames (instead of
+    the current values, which the missed frames end with)."""
+
+    def start() -> None:
+        assert sub.join is not None and sub.outbox is not None
+        sub.join()
+        recovery.send(sub.outbox, sub.accept)
+
+    return start
 
 
 async def unsubscribe(session: Session, data: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import functools
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +23,25 @@ if TYPE_CHECKING:
     from ..session import Session
 
 CHANNEL = "vm-status"
+EVENTS = "system-event"
 #: Retry delays of a backend whose ``start()`` raised: doubling from the first to the last.
 START_RETRY = (1.0, 60.0)
+
+
+def _may_see(session: Session, vm_id: str | None) -> bool:
+    """Whether a ``system-event`` about ``vm_id`` goes to ``session`` (None: about no VM
+    in particular). The ``vms`` claim is matched once per distinct claim and VM, not once
+    per connection: a fan-out to many connections of few users costs a lookup each."""
+    p = session.principal
+    if p is None or "vm:read" not in p.scopes:
+        return False
+    vms = p.vms
+    return vms is None or vm_id is None or _claim_sees(vms, vm_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _claim_sees(vms: tuple[str, ...], vm_id: str) -> bool:
+    return any(fnmatch.fnmatchcase(vm_id, pattern) for pattern in vms)
 
 
 class _Events:
@@ -55,6 +74,12 @@ class _Events:
     def removed(self, vm_id: str) -> None:
         self.registry.forget(vm_id)
 
+    def unavailable(self, reason: str) -> None:
+        self.registry.backend_down(self.backend, reason)
+
+    def available(self) -> None:
+        self.registry.backend_up(self.backend)
+
 
 class VmRegistry:
     """Routes VM requests to the backend that owns the VM and keeps each VM's latest status."""
@@ -62,8 +87,11 @@ class VmRegistry:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.backends = list(gateway.backends)
-        self.channel = gateway.hub.channel(CHANNEL, latest=True)
+        self.channel = gateway.hub.shared(CHANNEL, latest=True)
         self.channel.on_active(self._watching)
+        self.events = gateway.hub.broadcast_channel(EVENTS, _may_see)
+        # vm-control for a VM owned here, sent to another gateway (see virtwire.broker)
+        gateway.hub.serve("vm-control", self._routed_control)
         self.owner: dict[str, HypervisorBackend] = {}
         self.latest: dict[str, tuple[int, dict[str, Any]]] = {}
         self._seq = 0
@@ -80,6 +108,22 @@ class VmRegistry:
                 task = asyncio.create_task(self._retry_start(backend))
                 self._retries.add(task)
                 task.add_done_callback(self._retries.discard)
+        if self.gateway.hub.broker is not None:
+            await self._announce()
+
+    async def _announce(self) -> None:
+        """With a broker, publish every VM's status once: other gateways' subscribers see
+        the VMs this gateway serves (and the broker learns which gateway owns which VM)."""
+        for backend in self._up():
+            try:
+                statuses = await backend.list_vms()
+            except Exception as exc:
+                self.gateway.log.warning(
+                    "backend list failed", backend=backend.name, error=repr(exc)
+                )
+                continue
+            for status in statuses:
+                self.push(backend, status)
 
     async def _start_one(self, backend: HypervisorBackend, attempt: int = 1) -> bool:
         try:
@@ -173,17 +217,47 @@ class VmRegistry:
             data["userId"] = user_id
         if details is not None:
             data["details"] = details
+        self.events.publish("system-event", data, key=vm_id)
 
-        def allowed(session: Session) -> bool:
-            p = session.principal
-            return p is not None and p.has_scope("vm:read") and p.can_see(vm_id)
+    def backend_down(self, backend: HypervisorBackend, reason: str) -> None:
+        """Subscribers learn that the backend's VMs are unreachable (not their last status)."""
+        for vm_id, owner in list(self.owner.items()):
+            if owner is backend:
+                self.push(backend, VmStatus(vmId=vm_id, status="unreachable"))
+        self._backend_event(backend, "backend-unavailable", "warning", reason)
 
-        self.gateway.hub.broadcast("system-event", data, allowed)
+    def backend_up(self, backend: HypervisorBackend) -> None:
+        self._backend_event(backend, "backend-available", "info", None)
+
+    def _backend_event(
+        self, backend: HypervisorBackend, event: str, level: str, details: str | None
+    ) -> None:
+        name = getattr(backend, "name", "?")
+        data: dict[str, Any] = {
+            "event": event,
+            "backend": name,
+            "message": self.gateway.catalogue(f"vm.event.{event}", name=name),
+            "level": level,
+        }
+        if details:
+            data["details"] = details
+        self.events.publish("system-event", data, key=None)
 
     def forget(self, vm_id: str) -> None:
         self.owner.pop(vm_id, None)
         self.latest.pop(vm_id, None)
         self.pending.forget(vm_id)
+        self.channel.forget(vm_id)
+
+    async def _routed_control(self, vm_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return await control_here(
+            self.gateway,
+            vm_id,
+            data["action"],
+            force=bool(data.get("force")),
+            user_id=data.get("userId"),
+            log=self.gateway.log.bind(vm=vm_id, action=data["action"], routed=True),
+        )
 
     # -- queries -----------------------------------------------------------------------
     async def _fetch(self, backend: HypervisorBackend, vm_id: str) -> dict[str, Any]:
@@ -255,6 +329,10 @@ class VmRegistry:
         cached = self.latest.get(vm_id)
         return cached[1] if cached else None
 
+    def remote(self, vm_id: str) -> str | None:
+        """The latest ``vm-status`` frame of a VM another gateway owns (broker only)."""
+        return None if vm_id in self.latest else self.channel.values.get(vm_id)
+
 
 # -- the topics ------------------------------------------------------------------------
 class VmStatusTopic:
@@ -281,7 +359,8 @@ class VmStatusTopic:
         outbox = session.outbox
         if vm_id is not None:
             session.require("vm:read", vm_id=vm_id)
-            await registry.get(vm_id)
+            if registry.remote(vm_id) is None:
+                await registry.get(vm_id)
             wanted = vm_id
 
             def accept(key: Hashable) -> bool:
@@ -291,6 +370,8 @@ class VmStatusTopic:
         else:
             statuses = await registry.list_all()
             vm_ids = [s["vmId"] for s in statuses if principal.can_see(s["vmId"])]
+            local = set(vm_ids)
+            vm_ids += [v for v in channel.values if v not in local and principal.can_see(v)]
             accept = principal.can_see if principal.vms is not None else None  # type: ignore[assignment]
 
         def initial() -> None:
@@ -298,6 +379,10 @@ class VmStatusTopic:
                 current = registry.current(vid)
                 if current is not None:
                     channel.send_to(outbox, "vm-status", current, key=vid)
+                elif (text := registry.remote(vid)) is not None:
+                    channel.send_text(outbox, text, key=vid)
+                    if channel.metrics is not None:
+                        channel.metrics.sent(CHANNEL)
 
         reply: dict[str, Any] = {"vmId": vm_id} if vm_id is not None else {"count": len(vm_ids)}
         sub = Subscription.to_channel(
@@ -333,34 +418,50 @@ class VmControl(msgspec.Struct, forbid_unknown_fields=True):
 async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
     gateway = session.gateway
     session.require("vm:control", vm_id=data.vmId)
-    backend = await gateway.vms.backend_for(data.vmId)
-    log = session.log.bind(vm=data.vmId, action=data.action)
-    user_id = session.user_id
-    event = ACTION_EVENTS[data.action]
+    request = {"action": data.action, "force": data.force, "userId": session.user_id}
+    routed = await gateway.hub.route("vm-control", data.vmId, request)
+    if routed is not None:  # another gateway owns the VM and ran it
+        return routed
+    return await control_here(
+        gateway,
+        data.vmId,
+        data.action,
+        force=data.force,
+        user_id=session.user_id,
+        log=session.log.bind(vm=data.vmId, action=data.action),
+    )
+
+
+async def control_here(
+    gateway: Gateway, vm_id: str, action: str, *, force: bool, user_id: str | None, log: Any
+) -> dict[str, Any]:
+    """Run ``action`` on the backend of this gateway that owns ``vm_id``."""
+    backend = await gateway.vms.backend_for(vm_id)
+    event = ACTION_EVENTS[action]
     if user_id is not None:
-        gateway.vms.pending.expect(data.vmId, event, user_id)
+        gateway.vms.pending.expect(vm_id, event, user_id)
     try:
-        await backend.control(data.vmId, data.action, force=data.force, user_id=user_id)
+        await backend.control(vm_id, action, force=force, user_id=user_id)
     except VmNotFound:
-        gateway.vms.forget(data.vmId)  # the owner no longer has it
+        gateway.vms.forget(vm_id)  # the owner no longer has it
         raise
     except VirtwireError as exc:
         if user_id is not None:
-            gateway.vms.pending.withdraw(data.vmId, event, user_id)
+            gateway.vms.pending.withdraw(vm_id, event, user_id)
         log.info("vm-control failed", code=exc.code)
         raise
     except Exception as exc:
         if user_id is not None:
-            gateway.vms.pending.withdraw(data.vmId, event, user_id)
+            gateway.vms.pending.withdraw(vm_id, event, user_id)
         log.warning("vm-control failed", error=f"{type(exc).__name__}: {exc}")
         raise VirtwireError(
-            f"VM_{data.action.upper()}_FAILED",
-            gateway.catalogue(f"vm.action_failed.{data.action}"),
-            vm_id=data.vmId,
+            f"VM_{action.upper()}_FAILED",
+            gateway.catalogue(f"vm.action_failed.{action}"),
+            vm_id=vm_id,
             details=str(exc),
         ) from exc
-    log.info("vm-control done")
-    return {"vmId": data.vmId, "action": data.action, "status": "success"}
+    log.debug("vm-control done")
+    return {"vmId": vm_id, "action": action, "status": "success"}
 
 
 @hookimpl

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
-import enum
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,7 +11,7 @@ from virtwire import BackendUnavailable, VirtwireError, VmNotFound
 from virtwire.backends import NetworkRates, VmEvents, VmStatus
 
 from . import sampling
-from .eventloop import ensure_event_loop
+from .connection import EventItem, LibvirtConnection, State, describe
 from .settings import LibvirtSettings
 from .states import (
     EVENT_STATES,
@@ -33,20 +30,9 @@ REBOOT_DEDUP = 3.0
 EVENT_QUEUE = 1024
 
 
-class State(enum.Enum):
-    NEW = "new"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    CLOSED = "closed"
-
-
-class _Lost(Exception):
-    """The connection died under a call."""
-
-
 class LibvirtBackend:
-    """A :class:`virtwire.backends.HypervisorBackend` over one libvirt connection."""
+    """A :class:`virtwire.backends.HypervisorBackend` over one libvirt connection (see
+    :mod:`virtwire_libvirt.connection` for the connection, its threads and reconnects)."""
 
     name = "libvirt"
 
@@ -54,69 +40,45 @@ class LibvirtBackend:
         self.settings = settings
         self.catalogue = catalogue
         self.log = log.bind(backend=self.name, uri=settings.uri) if hasattr(log, "bind") else log
-        self.state = State.NEW
+        self.connection = LibvirtConnection(
+            settings,
+            catalogue,
+            self.log,
+            name=self.name,
+            on_event=self._enqueue,
+            on_up=self._on_up,
+            on_down=self._on_down,
+        )
         self._events: VmEvents | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._conn: Any = None
-        self._callback_ids: list[int] = []
-        self._generation = 0
-        self._last_error = ""
         self._rates: dict[str, Rates] = {}
         self._known: dict[str, str] = {}  # vm_id -> last status word reported
         self._lifecycle: dict[str, str] = {}  # vm_id -> status word from the last event
         self._ifaces: dict[tuple[str, int], list[str]] = {}
-        self._queue: asyncio.Queue[tuple[int, str, str, int, int]] | None = None
+        self._queue: asyncio.Queue[EventItem] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pump_task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._reconnector: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
         self._reboot_reported: dict[str, float] = {}
+        self._holds: dict[str, list[Any]] = {}
         self._watching = False
-        #: Set while connected / while the hypervisor is unreachable.
-        self.connected = asyncio.Event()
-        self.disconnected = asyncio.Event()
+        self._down = False
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, events: VmEvents) -> None:
         self._events = events
-        self._loop = asyncio.get_running_loop()
-        self.connected = asyncio.Event()
-        self.disconnected = asyncio.Event()
         self._queue = asyncio.Queue(EVENT_QUEUE)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            self.settings.workers, thread_name_prefix="libvirt-call"
-        )
-        ensure_event_loop()
         self._pump_task = asyncio.create_task(self._pump(), name="libvirt-events")
-        try:
-            await self._connect()
-        except Exception as exc:
-            self._last_error = _describe(exc)
-            self.log.warning("libvirt unreachable, retrying", error=self._last_error)
-            self.state = State.DISCONNECTED
-            self.disconnected.set()
-            self._reconnector = asyncio.create_task(self._reconnect(), name="libvirt-reconnect")
+        await self.connection.start()
 
     async def close(self) -> None:
-        self.state = State.CLOSED
-        for task in [self._pump_task, self._ticker, self._reconnector, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        tasks = [t for t in (self._pump_task, self._ticker, self._reconnector, *self._tasks) if t]
+        tasks = [t for t in (self._pump_task, self._ticker, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
         if tasks:  # bounded: shutting down never hangs on a stuck worker
             await asyncio.wait(tasks, timeout=self.settings.call_timeout)
+        await self.connection.close()
         self._fail_waiters("closed")
-        conn, self._conn = self._conn, None
-        if conn is not None and self._executor is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._loop_run(self._disconnect_sync, conn, list(self._callback_ids)),
-                    self.settings.call_timeout,
-                )
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def set_watching(self, watching: bool) -> None:
         self._watching = watching
@@ -130,33 +92,37 @@ class LibvirtBackend:
 
     # -- queries -----------------------------------------------------------------------
     async def list_vms(self) -> list[VmStatus]:
-        conn = self._require()
-        samples = await self._call(
-            conn, sampling.sample_all, conn, self.settings.vm_id, self._ifaces
-        )
+        samples = await self.connection.call(sampling.sample_all, self.settings.vm_id, self._ifaces)
         return [self._status(vm_id, s) for vm_id, s in samples]
 
     async def get_vm(self, vm_id: str) -> VmStatus:
-        conn = self._require(vm_id)
-        s = await self._call(
-            conn, sampling.sample_one, conn, vm_id, self.settings.vm_id, self._ifaces, vm_id=vm_id
+        s = await self.connection.call(
+            sampling.sample_one, vm_id, self.settings.vm_id, self._ifaces, vm_id=vm_id
         )
         return self._status(vm_id, s)
 
-    def _status(self, vm_id: str, s: Sample) -> VmStatus:
+    def _figures(self, vm_id: str, s: Sample) -> Rates:
+        """Fold a sample into the VM's figures (without reporting a status)."""
         rates = self._rates.setdefault(vm_id, Rates())
         rates.update(
             s,
             running=s.state in sampling.ACTIVE_STATES,
             min_window=min(MIN_WINDOW, self.settings.stats_interval * 0.8),
         )
-        word = status_word(s.state)
+        return rates
+
+    def _status(self, vm_id: str, s: Sample) -> VmStatus:
+        return self._as_status(vm_id, status_word(s.state), self._figures(vm_id, s))
+
+    def _as_status(self, vm_id: str, word: str, rates: Rates | None) -> VmStatus:
         self._known[vm_id] = word
+        if rates is None or word not in ACTIVE_WORDS:
+            return VmStatus(vmId=vm_id, status=word)
         return VmStatus(
             vmId=vm_id,
             status=word,
             cpu=rates.cpu,
-            memory=s.memory if s.state in sampling.ACTIVE_STATES else 0.0,
+            memory=rates.memory,
             network=NetworkRates(rx=rates.rx, tx=rates.tx),
         )
 
@@ -165,13 +131,15 @@ class LibvirtBackend:
         self, vm_id: str, action: str, *, force: bool = False, user_id: str | None = None
     ) -> None:
         # user_id is not needed: the core attributes the event this action causes.
-        conn = self._require(vm_id)
+        if self.connection.state is not State.CONNECTED:
+            raise self._unavailable(vm_id)
         waiter: asyncio.Future[None] | None = None
         if action == "stop" and not force and self.settings.shutdown_timeout > 0:
             waiter = self._wait_for(vm_id, "vm-stopped")
         started = time.monotonic()
+        hold = self._hold(vm_id)
         try:
-            await self._call(conn, self._act_sync, conn, vm_id, action, force, vm_id=vm_id)
+            sample = await self.connection.call(self._act_sync, vm_id, action, force, vm_id=vm_id)
         except VirtwireError:
             self._drop_waiter(vm_id, waiter)
             raise
@@ -181,13 +149,21 @@ class LibvirtBackend:
                 f"VM_{action.upper()}_FAILED",
                 self.catalogue(f"vm.action_failed.{action}"),
                 vm_id=vm_id,
-                details=_describe(exc),
+                details=describe(exc),
             ) from exc
+        finally:
+            self._release(vm_id, hold)
+        if sample is not None:
+            self._figures(vm_id, sample)
         if action in ("restart", "reset"):
-            self._report_reboot(vm_id, started)
+            # drivers that send no REBOOT event (the test driver) still get their
+            # vm-rebooted; the pump reports one of the two when both come
+            since = int(started * 1e6)  # µs: an int fits the event item
+            self._enqueue((self.connection.generation, vm_id, "acted-reboot", since, 0))
         if waiter is not None:
             try:
-                await asyncio.wait_for(waiter, self.settings.shutdown_timeout)
+                async with asyncio.timeout(self.settings.shutdown_timeout):
+                    await waiter
             except TimeoutError:
                 self._drop_waiter(vm_id, waiter)
                 raise VirtwireError(
@@ -199,30 +175,37 @@ class LibvirtBackend:
                     ),
                 ) from None
 
-    def _act_sync(self, conn: Any, vm_id: str, action: str, force: bool) -> None:
+    def _act_sync(self, conn: Any, vm_id: str, action: str, force: bool) -> Sample | None:
+        """The action and, in the same worker trip, the domain's counters after it."""
+        import libvirt
+
         dom = sampling.lookup(conn, vm_id, self.settings.vm_id)
         sampling.run_action(dom, action, force)
+        try:
+            return sampling.sample(dom, self._ifaces)
+        except libvirt.libvirtError:
+            return None
 
-    def _report_reboot(self, vm_id: str, since: float) -> None:
-        """restart/reset: drivers that send no REBOOT event (the test driver) still get
-        their ``vm-rebooted``; one that came already is not reported twice."""
-        if self._reboot_reported.get(vm_id, 0.0) >= since:
-            return
-        self._reboot_reported[vm_id] = time.monotonic()
-        assert self._events is not None
-        self._events.event("vm-rebooted", vm_id, level="info")
-        self._spawn(self._refresh(vm_id))
+    def _hold(self, vm_id: str) -> list[Any]:
+        """While a control action's libvirt call runs, the events of its VM wait: the
+        caller's reply goes out before their fan-out."""
+        entry = self._holds.get(vm_id)
+        if entry is None:
+            entry = self._holds[vm_id] = [0, asyncio.get_running_loop().create_future()]
+        entry[0] += 1
+        return entry
+
+    def _release(self, vm_id: str, entry: list[Any]) -> None:
+        entry[0] -= 1
+        if entry[0] == 0:
+            if self._holds.get(vm_id) is entry:
+                del self._holds[vm_id]
+            # after this task's reply is written (it is, synchronously, when control returns)
+            asyncio.get_running_loop().call_soon(_resolve, entry[1])
 
     # -- events from libvirt (the event thread) ------------------------------------------
-    def _post(self, generation: int, vm_id: str, kind: str, event: int, detail: int) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._enqueue, (generation, vm_id, kind, event, detail))
-
-    def _enqueue(self, item: tuple[int, str, str, int, int]) -> None:
-        if self._queue is None or item[0] != self._generation:
+    def _enqueue(self, item: EventItem) -> None:
+        if self._queue is None:
             return
         try:
             self._queue.put_nowait(item)
@@ -234,28 +217,46 @@ class LibvirtBackend:
         assert self._queue is not None and self._events is not None
         while True:
             generation, vm_id, kind, event, detail = await self._queue.get()
-            if generation != self._generation:
+            if generation != self.connection.generation:
                 continue
-            if kind == "reboot":
+            hold = self._holds.get(vm_id)
+            if hold is not None:
+                await asyncio.wait((hold[1],))
+            implied: str | None = None
+            if kind in ("reboot", "acted-reboot"):
                 mapped: tuple[str, str] | None = ("vm-rebooted", "info")
-                if time.monotonic() - self._reboot_reported.get(vm_id, -1e9) < REBOOT_DEDUP:
-                    mapped = None
+                last = self._reboot_reported.get(vm_id, -1e9)
+                if kind == "acted-reboot" and last * 1e6 >= event:
+                    mapped = None  # libvirt's own REBOOT for this action came first
+                elif kind == "reboot" and time.monotonic() - last < REBOOT_DEDUP:
+                    mapped = None  # reported already for the action that caused it
                 else:
                     self._reboot_reported[vm_id] = time.monotonic()
+                    implied = self._known.get(vm_id)
             else:
                 mapped = lifecycle_event(event, detail)
                 previous = self._lifecycle.get(vm_id, self._known.get(vm_id))
                 if event == RESUMED and previous not in (None, "paused", "suspended"):
                     mapped = None  # QEMU resumes the vCPUs of a domain it is starting
                 self._lifecycle[vm_id] = EVENT_STATES.get(event, previous or "unknown")
+                implied = EVENT_STATES.get(event)
+                if implied is not None and implied == self._known.get(vm_id):
+                    implied = None  # no change (QEMU's RESUMED right after STARTED)
+            if implied is not None:
+                # the status the event implies, at once, with the figures last sampled
+                # (the next stats tick refreshes them): one fan-out, no worker trip
+                status = self._as_status(vm_id, implied, self._rates.get(vm_id))
+                if implied not in ACTIVE_WORDS:
+                    self._rates.pop(vm_id, None)
+                self._events.status(status)
             if mapped is not None:
                 name, level = mapped
                 self._events.event(name, vm_id, level=level)
                 self._wake(vm_id, name)
             if kind == "lifecycle" and event == UNDEFINED:
                 self._forget(vm_id)
-                continue
-            await self._refresh(vm_id)
+            elif kind == "lifecycle" and event not in EVENT_STATES:
+                await self._refresh(vm_id)  # e.g. DEFINED: the state is not in the event
 
     async def _refresh(self, vm_id: str) -> None:
         """Push a fresh status of one VM (or its removal)."""
@@ -314,7 +315,7 @@ class LibvirtBackend:
         assert self._events is not None
         while True:
             await asyncio.sleep(self.settings.stats_interval)
-            if self.state is not State.CONNECTED:
+            if self.connection.state is not State.CONNECTED:
                 continue
             try:
                 statuses = await self.list_vms()
@@ -327,11 +328,7 @@ class LibvirtBackend:
     def _unavailable(
         self, vm_id: str | None = None, details: str | None = None
     ) -> BackendUnavailable:
-        return BackendUnavailable(
-            self.catalogue("backend.unavailable", name=self.name),
-            vm_id=vm_id,
-            details=details or self._last_error or self.state.value,
-        )
+        return self.connection.unavailable(vm_id, details)
 
     async def vm_addresses(self, vm_id: str) -> list[str]:
         """The domain's IP addresses, IPv4 first (``addresses.domain_addresses``): where the
@@ -344,136 +341,44 @@ class LibvirtBackend:
         """Run the blocking ``fn(conn, *args)`` on the current libvirt connection, off the
         event loop and bounded by ``call_timeout``: the one way console transports and other
         modules of this plugin use the connection. Raises ``BackendUnavailable`` while
-        disconnected and ``VmNotFound`` when ``fn`` raises ``sampling.NoDomain``."""
-        conn = self._require(vm_id)
-        return await self._call(conn, fn, conn, *args, vm_id=vm_id)
+        disconnected and ``VmNotFound`` when ``fn`` raises ``sampling.NoDomain``. Calls for
+        one ``vm_id`` run in order. See :mod:`virtwire_libvirt.connection`."""
+        return await self.connection.call(fn, *args, vm_id=vm_id)
 
-    def _require(self, vm_id: str | None = None) -> Any:
-        if self.state is not State.CONNECTED or self._conn is None:
-            raise self._unavailable(vm_id)
-        return self._conn
+    def add_connection_listener(self, listener: Callable[[Any], None]) -> Callable[[], None]:
+        """``listener(conn)`` runs in a thread of each libvirt connection before that
+        connection is closed or replaced (abort its streams there); returns a function
+        that removes the listener. See :mod:`virtwire_libvirt.connection`."""
+        return self.connection.add_listener(listener)
 
-    async def _loop_run(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._loop is not None and self._executor is not None
-        return await self._loop.run_in_executor(self._executor, fn, *args)
+    @property
+    def state(self) -> State:
+        return self.connection.state
 
-    async def _call(
-        self, conn: Any, fn: Callable[..., T], *args: Any, vm_id: str | None = None
-    ) -> T:
-        """Run a blocking libvirt call in a worker, bounded by ``call_timeout``; translate
-        missing domains and dead connections."""
-        import libvirt
+    @property
+    def connected(self) -> asyncio.Event:
+        return self.connection.connected
 
-        try:
-            return await asyncio.wait_for(self._loop_run(fn, *args), self.settings.call_timeout)
-        except TimeoutError:
-            raise self._unavailable(
-                vm_id, details=f"no answer from libvirt within {self.settings.call_timeout:g} s"
-            ) from None
-        except sampling.NoDomain:
-            raise VmNotFound(
-                vm_id or "?", self.catalogue("vm.not_found", vm_id=vm_id or "?")
-            ) from None
-        except libvirt.libvirtError as exc:
-            alive = True
-            with contextlib.suppress(Exception):
-                alive = bool(conn.isAlive())
-            if not alive or conn is not self._conn:
-                self._last_error = _describe(exc)
-                self._lost(self._generation, self._last_error)
-                raise self._unavailable(vm_id) from None
-            raise
+    @property
+    def disconnected(self) -> asyncio.Event:
+        return self.connection.disconnected
 
-    def _open_sync(self, generation: int) -> tuple[Any, list[int]]:
-        import libvirt
+    async def _on_up(self) -> None:
+        was_down, self._down = self._down, False
+        await self._resync(everything=was_down)
+        if was_down and self._events is not None:
+            self._events.available()
 
-        conn = libvirt.open(self.settings.uri)
-        ids: list[int] = []
-        try:
-            if self.settings.keepalive_interval > 0 and not self.settings.uri.startswith("test:"):
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.setKeepAlive(
-                        self.settings.keepalive_interval, self.settings.keepalive_count
-                    )
-            by = self.settings.vm_id
+    def _on_down(self, reason: str) -> None:
+        self._down = True
+        self._fail_waiters(reason)
+        if self._events is not None:
+            self._events.unavailable(reason)
 
-            def lifecycle(_c: Any, dom: Any, event: int, detail: int, _o: Any) -> None:
-                self._post(generation, sampling.domain_key(dom, by), "lifecycle", event, detail)
-
-            def reboot(_c: Any, dom: Any, _o: Any) -> None:
-                self._post(generation, sampling.domain_key(dom, by), "reboot", 0, 0)
-
-            def closed(_c: Any, reason: int, _o: Any) -> None:
-                loop = self._loop
-                if loop is not None and not loop.is_closed():
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(
-                            self._lost, generation, f"connection closed (reason {reason})"
-                        )
-
-            ids.append(
-                conn.domainEventRegisterAny(
-                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None
-                )
-            )
-            ids.append(
-                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, reboot, None)
-            )
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.registerCloseCallback(closed, None)
-        except BaseException:
-            self._disconnect_sync(conn, ids)
-            raise
-        return conn, ids
-
-    @staticmethod
-    def _disconnect_sync(conn: Any, ids: list[int]) -> None:
-        for cid in ids:
-            with contextlib.suppress(Exception):
-                conn.domainEventDeregisterAny(cid)
-        with contextlib.suppress(Exception):
-            conn.unregisterCloseCallback()
-        with contextlib.suppress(Exception):
-            conn.close()
-
-    async def _connect(self) -> None:
-        if self.state is State.CLOSED:
-            return
-        self.state = State.CONNECTING
-        self._generation += 1
-        generation = self._generation
-        attempt = asyncio.ensure_future(self._loop_run(self._open_sync, generation))
-        try:
-            conn, ids = await asyncio.wait_for(asyncio.shield(attempt), self.settings.call_timeout)
-        except TimeoutError:
-            attempt.add_done_callback(self._close_late)
-            raise ConnectionError(
-                f"no answer from libvirt within {self.settings.call_timeout:g} s"
-            ) from None
-        if self.state is State.CLOSED:
-            self._spawn(self._loop_run(self._disconnect_sync, conn, ids))
-            return
-        self._conn, self._callback_ids = conn, ids
-        self.state = State.CONNECTED
-        self._last_error = ""
-        self.disconnected.clear()
-        self.connected.set()
-        self.log.info("libvirt connected")
-        await self._resync()
-
-    def _close_late(self, attempt: asyncio.Future[tuple[Any, list[int]]]) -> None:
-        """A connection that opened after its attempt timed out is not used: close it."""
-        if attempt.cancelled() or attempt.exception() is not None:
-            return
-        conn, ids = attempt.result()
-        if self._executor is not None and self.state is not State.CLOSED:
-            self._spawn(self._loop_run(self._disconnect_sync, conn, ids))
-        else:
-            self._disconnect_sync(conn, ids)
-
-    async def _resync(self) -> None:
+    async def _resync(self, *, everything: bool = False) -> None:
         """Report every VM whose status changed while we were not listening (all of them
-        after the first connect) and the ones that disappeared."""
+        after the first connect and after the hypervisor was unreachable) and the ones
+        that disappeared."""
         assert self._events is not None
         before = dict(self._known)
         try:
@@ -483,45 +388,10 @@ class LibvirtBackend:
         seen = set()
         for status in statuses:
             seen.add(status.vmId)
-            if before.get(status.vmId) != status.status or not before:
+            if everything or before.get(status.vmId) != status.status or not before:
                 self._events.status(status)
         for vm_id in before.keys() - seen:
             self._forget(vm_id)
-
-    def _lost(self, generation: int, reason: str) -> None:
-        if generation != self._generation or self.state is not State.CONNECTED:
-            return
-        self.state = State.DISCONNECTED
-        self._last_error = reason
-        self.connected.clear()
-        self.disconnected.set()
-        self.log.warning("libvirt connection lost, reconnecting", reason=reason)
-        conn, ids, self._conn, self._callback_ids = self._conn, self._callback_ids, None, []
-        self._generation += 1  # late callbacks of the old connection are ignored
-        if conn is not None:
-            self._spawn(self._loop_run(self._disconnect_sync, conn, ids))
-        self._fail_waiters(reason)
-        if self._reconnector is None or self._reconnector.done():
-            self._reconnector = asyncio.get_running_loop().create_task(
-                self._reconnect(), name="libvirt-reconnect"
-            )
-
-    async def _reconnect(self) -> None:
-        delay = self.settings.reconnect_min
-        while self.state is not State.CLOSED:
-            await asyncio.sleep(delay)
-            try:
-                await self._connect()
-                return
-            except Exception as exc:
-                self._last_error = _describe(exc)
-                if self.state is State.CLOSED:
-                    # close() ran meanwhile; its cancellation may have been absorbed by a
-                    # wait_for that completed at the same moment
-                    return
-                self.state = State.DISCONNECTED
-                self.log.debug("libvirt reconnect failed", error=self._last_error)
-            delay = min(delay * 2, self.settings.reconnect_max)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -529,11 +399,10 @@ class LibvirtBackend:
         task.add_done_callback(self._tasks.discard)
 
 
-def _describe(exc: BaseException) -> str:
-    get = getattr(exc, "get_error_message", None)
-    if callable(get):
-        with contextlib.suppress(Exception):
-            msg = get()
-            if msg:
-                return str(msg)
-    return str(exc) or type(exc).__name__
+#: Status words of a domain with a QEMU process (its figures mean something).
+ACTIVE_WORDS = frozenset(status_word(state) for state in sampling.ACTIVE_STATES)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

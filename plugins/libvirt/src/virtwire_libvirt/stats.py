@@ -30,12 +30,14 @@ class Rates:
     cpu: float = 0.0
     rx: float = 0.0
     tx: float = 0.0
+    memory: float = 0.0  # percent, from the last sample
     extra: dict[str, float] = field(default_factory=dict)
 
     def update(self, sample: Sample, *, running: bool, min_window: float = MIN_WINDOW) -> None:
         if not running:
-            self.base, self.cpu, self.rx, self.tx = None, 0.0, 0.0, 0.0
+            self.base, self.cpu, self.rx, self.tx, self.memory = None, 0.0, 0.0, 0.0, 0.0
             return
+        self.memory = sample.memory
         base = self.base
         if base is None:
             self.base = sample

@@ -110,6 +110,8 @@ class ClientBuffer:
             self._wake()
         elif kind == "truncated":
             self._put_notice(self.text("logs.truncated", name=self.name))
+        elif kind == "rotated" and count:
+            self._put_notice(self.text("logs.rotated_skipped", name=self.name, count=count))
         elif kind == "rotated":
             self._put_notice(self.text("logs.rotated", name=self.name))
 

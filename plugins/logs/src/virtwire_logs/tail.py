@@ -20,6 +20,30 @@ from .settings import FileSpec
 READ_MAX = 256 * 1024
 #: With inotify, the file is also looked at this often (a safety net, a few stat calls).
 SAFETY_POLL = 2.0
+#: A file that replaced the followed one (a rotation) is served from its start when it holds
+#: at most this much; a larger one from its last this-many bytes (whole lines), and the
+#: ``rotated`` notice counts the lines left out.
+ROTATED_MAX = 4 * 1024 * 1024
+
+
+def rotated_start(fd: int, size: int, limit: int | None = None) -> tuple[int, int]:
+    """Where to start serving a rotated-to file of ``size`` bytes, and how many lines come
+    before that point (blocking: run in a thread)."""
+    limit = ROTATED_MAX if limit is None else limit
+    if size <= limit:
+        return 0, 0
+    begin = size - limit
+    chunk = os.pread(fd, min(limit, 64 * 1024), begin)
+    newline = chunk.find(b"\n")
+    start = begin + newline + 1 if newline >= 0 else begin
+    skipped, pos = 0, 0
+    while pos < start:
+        data = os.pread(fd, min(1 << 20, start - pos), pos)
+        if not data:
+            break
+        skipped += data.count(b"\n")
+        pos += len(data)
+    return start, skipped
 
 
 @dataclass(frozen=True)
@@ -156,6 +180,18 @@ class FileTail:
         self._watch()
         return tail.lines
 
+    async def _adopt_rotated(self, fd: int, st: os.stat_result) -> int:
+        """Follow the file that replaced ours from its start (bounded by ``ROTATED_MAX``);
+        returns the number of lines left out before that point."""
+        self._unwatch(directory=False)
+        os.close(self.fd)
+        self.fd = fd
+        self.ident = (st.st_ino, st.st_dev)
+        self.pos, skipped = await asyncio.to_thread(rotated_start, fd, st.st_size)
+        self.splitter.reset()
+        self._watch()
+        return skipped
+
     async def _read_tail(self, end: int) -> Tail:
         tail = await asyncio.to_thread(
             read_tail, self.fd, end, self.history, self.options.max_line_bytes, self.marker
@@ -235,10 +271,12 @@ class FileTail:
                 flushed = self.splitter.flush()
                 if flushed:
                     out.append(LogLines(flushed))
-                lines = await self._adopt(fd, st)
+                skipped = await self._adopt_rotated(fd, st)
                 self._gone_since = None
                 self._woken = True
-                out += [LogNotice("rotated"), LogLines(lines)]
+                # what the new file held before we saw it is new to every client: served
+                # as lines from its start (an empty history first), not as its last lines
+                out += [LogNotice("rotated", skipped), LogLines([])]
                 return out
         now = time.monotonic()
         if self._gone_since is None:

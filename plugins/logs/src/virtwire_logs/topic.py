@@ -56,13 +56,15 @@ def event_data(
     text = plugin.gateway.catalogue
     if kind == "dropped":
         message = text("logs.dropped", count=count)
+    elif kind == "rotated" and count:
+        message = text("logs.rotated_skipped", name=name, count=count)
     elif kind == "error" and error is not None:
         key = {ErrorCode.LOG_NOT_FOUND: "logs.not_found", ErrorCode.FORBIDDEN: "logs.forbidden"}
         message = text(key.get(error.code, "internal"), name=name)
     else:
         message = text(f"logs.{kind}", name=name)
     data: dict[str, Any] = {"file": name, "kind": kind, "message": message}
-    if kind == "dropped":
+    if kind == "dropped" or (kind == "rotated" and count):
         data["count"] = count
     if error is not None:
         data["code"] = error.code

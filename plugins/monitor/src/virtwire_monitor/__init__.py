@@ -39,12 +39,16 @@ __all__ = [
 TEXTS = {
     "zh-CN": {
         "monitor.invalid_interval": "无效的 data.interval：应为毫秒数",
-        "monitor.too_many_intervals": "监控采样间隔过多（上限 {limit}），可用：{running}",
+        "monitor.too_many_intervals": "监控采样间隔过多（上限 {limit}）",
+        "monitor.too_many_user_intervals": (
+            "您订阅的监控采样间隔过多（上限 {limit}），已订阅：{yours}"
+        ),
     },
     "en": {
         "monitor.invalid_interval": "invalid data.interval: expected a number of milliseconds",
-        "monitor.too_many_intervals": (
-            "too many distinct monitor intervals in use (limit {limit}); running: {running}"
+        "monitor.too_many_intervals": "too many distinct monitor intervals in use (limit {limit})",
+        "monitor.too_many_user_intervals": (
+            "you subscribe to too many distinct monitor intervals (limit {limit}); yours: {yours}"
         ),
     },
 }

@@ -3,6 +3,7 @@ subscriber of that interval, started with the first and stopped with the last.""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ class MonitorTopic:
         self.loops: dict[int, SamplingLoop] = {}
         self._channels: dict[int, Channel] = {}
         self._executor: ThreadPoolExecutor | None = None
+        #: Subscriptions per interval of each user (``sub``), over all their connections.
+        self._users: dict[str, Counter[int]] = {}
 
     # -- helpers -----------------------------------------------------------------------
     def collectors(self) -> list[MetricCollector]:
@@ -115,22 +118,33 @@ class MonitorTopic:
 
     async def subscribe(self, session: Session, data: dict[str, Any]) -> Subscription:
         interval = self.interval(data)
-        limit = self.settings.max_samplers
-        if interval not in self.loops and len(self.loops) >= limit:
-            running = sorted(self.loops)
+        user = session.user_id or ""
+        mine = self._users.get(user)
+        cap = self.settings.max_intervals_per_user
+        if mine is not None and interval not in mine and len(mine) >= cap:
+            # a user's own limit: what it names is only that user's
+            yours = sorted(mine)
             raise VirtwireError(
                 ErrorCode.RATE_LIMITED,
                 self.gateway.catalogue(
-                    "monitor.too_many_intervals",
-                    limit=limit,
-                    running=", ".join(map(str, running)),
+                    "monitor.too_many_user_intervals",
+                    limit=cap,
+                    yours=", ".join(map(str, yours)),
                 ),
-                details={"limit": limit, "running": running},
+                details={"limit": cap, "yours": yours},
+            )
+        limit = self.settings.max_samplers
+        if interval not in self.loops and len(self.loops) >= limit:
+            raise VirtwireError(
+                ErrorCode.RATE_LIMITED,
+                self.gateway.catalogue("monitor.too_many_intervals", limit=limit),
+                details={"limit": limit},
             )
         outbox = session.outbox
         handle: list[tuple[Channel, Any]] = []
 
         def start() -> None:
+            self._users.setdefault(user, Counter())[interval] += 1
             channel = self.channel(interval)
             handle.append((channel, channel.add(outbox)))
             loop = self.loops.get(interval)
@@ -141,6 +155,13 @@ class MonitorTopic:
             while handle:
                 channel, sub = handle.pop()
                 channel.remove(sub)
+                counts = self._users.get(user)
+                if counts is not None:
+                    counts[interval] -= 1
+                    if counts[interval] <= 0:
+                        del counts[interval]
+                    if not counts:
+                        del self._users[user]
 
         return Subscription(
             key=(NAME, interval), close=close, reply={"interval": interval}, start=start
