@@ -67,6 +67,9 @@ def main() -> None:
             "rate_limit": 1e9,
             "rate_burst": 10**9,
             "history_size": 1000,
+            # the load generator opens thousands of connections from one address
+            "max_connections": 0,
+            "max_connections_per_address": 0,
         }
     }
     plugins: list[Any] = [("bench", BenchPlugin())]

@@ -1,19 +1,18 @@
-"""Scale-out benchmarks: cross-gateway latency through Redis, fan-out with the Redis broker on
-vs off, and idle connections on one gateway.
+"""Scale-out benchmarks: cross-gateway latency through Redis, what one Redis takes, and fan-out
+with the Redis broker on vs off (idle connections: bench_idle.py).
 
 Each figure is printed next to a baseline measured in the same run:
 - cross-gateway latency (client -> gateway A -> Redis -> gateway B -> client) next to Redis
   PUBLISH -> subscriber alone (redis-py asyncio, the floor any Redis-based design pays) and to
   the same path on one gateway without Redis;
-- fan-out to N clients of one gateway with the Redis broker next to the same gateway alone;
-- idle connections: memory per connection and CPU for heartbeats next to a bare
-  Starlette/uvicorn app holding the same connections.
+- frames/s through one Redis with the broker's publish script next to plain PUBLISH;
+- fan-out to N clients of one gateway with the Redis broker next to the same gateway alone.
 
 A real redis-server (Debian's) runs on a free loopback port in a temp dir. Machines here are
 noisy: read the ratios.
 
     .venv/bin/python bench/bench_redis.py [--clients 1000] [--messages 100] [--samples 1000]
-        [--idle 10000] [--window 25]
+        [--only latency|fanout]
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_core import RawClient, open_client, subscribe_all, token  # noqa: E402
+from bench_core import open_client, subscribe_all, token  # noqa: E402
 from virtwire.testing import free_port  # noqa: E402
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -208,33 +207,6 @@ async def fanout(port: int, n_clients: int, n_messages: int, rounds: int) -> flo
     return statistics.median(rates)
 
 
-# -- idle -------------------------------------------------------------------------------
-async def idle(server: Proc, n: int, window: float) -> tuple[float, float]:
-    """(KiB per connection, % of a core for N idle connections over ``window`` seconds)."""
-    await server.ready()
-    tok = token()
-    warm = [await open_client(server.port, tok) for _ in range(50)]
-    await subscribe_all(warm)
-    base = server.rss()
-    clients: list[RawClient] = []
-    for start in range(0, n, 500):
-        batch = await asyncio.gather(
-            *(open_client(server.port, tok) for _ in range(min(500, n - start)))
-        )
-        clients.extend(batch)
-    await subscribe_all(clients)
-    per_conn = (server.rss() - base) / n / 1024
-    cpu0, t0 = server.cpu(), time.monotonic()
-    # The load generator only answers pings (RawClient ignores them: the kernel keeps the
-    # connection; uvicorn's ping timeout is longer than the window).
-    await asyncio.sleep(window)
-    cpu = (server.cpu() - cpu0) / (time.monotonic() - t0) * 100
-    for c in [*warm, *clients]:
-        assert c.transport is not None
-        c.transport.close()
-    return per_conn, cpu
-
-
 async def latency_section(url: str, args: argparse.Namespace) -> None:
     a, b, alone = gateway(url, "lat"), gateway(url, "lat"), gateway()
     try:
@@ -274,30 +246,13 @@ async def fanout_section(url: str, args: argparse.Namespace) -> None:
     print("  (goal: >= 0.9)")
 
 
-async def idle_section(args: argparse.Namespace) -> None:
-    results = {}
-    for kind in ("bare", "virtwire"):
-        server = bare() if kind == "bare" else gateway()
-        try:
-            results[kind] = await idle(server, args.idle, args.window)
-        finally:
-            server.stop()
-    print(f"{args.idle} idle subscribed connections on one gateway, {args.window:g} s window")
-    print("                                      KiB/conn   CPU % of a core")
-    for kind, label in (("bare", "bare Starlette/uvicorn (baseline)"), ("virtwire", "virtwire")):
-        mem, cpu = results[kind]
-        print(f"  {label:35} {mem:8.1f}   {cpu:8.2f}")
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--idle", type=int, default=10000)
-    parser.add_argument("--window", type=float, default=25.0)
-    parser.add_argument("--only", choices=["latency", "fanout", "idle"], default=None)
+    parser.add_argument("--only", choices=["latency", "fanout"], default=None)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -312,8 +267,6 @@ async def main() -> None:
                 await fanout_section(url, args)
         finally:
             redis.stop()
-    if args.only in (None, "idle"):
-        await idle_section(args)
 
 
 if __name__ == "__main__":

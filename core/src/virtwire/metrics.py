@@ -1,17 +1,23 @@
 """``/metrics``: the gateway in the Prometheus text format (``prometheus_client``).
 
-Hot paths bump a few cheap metrics (one label lookup per publish or per client frame, never per
-subscriber); everything that is a state (connections, backends, the broker, consoles) is read
-when the endpoint is scraped. Each gateway has its own registry.
+Hot paths add to plain counters and cheap histograms (a dictionary update per publish or per
+client frame, never per subscriber); everything that is a state (connections, backends, the
+broker, consoles) is read when the endpoint is scraped. Each gateway has its own registry.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,66 +45,116 @@ BUCKETS = (
 )
 
 
+class Histogram:
+    """A latency histogram cheap enough for every publish (a bisect and three additions);
+    exposed in the Prometheus format at scrape time."""
+
+    __slots__ = ("buckets", "count", "counts", "help", "name", "sum")
+
+    def __init__(self, name: str, help: str, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.name = name
+        self.help = help
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative = []
+        total = 0
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            total += n
+            cumulative.append((str(bound) if bound != float("inf") else "+Inf", total))
+        family = HistogramMetricFamily(self.name, self.help)
+        family.add_metric([], cumulative, sum_value=self.sum)
+        return family
+
+
 class Metrics:
-    """The metrics of one gateway (``gateway.hub.metrics``)."""
+    """The metrics of one gateway (``gateway.hub.metrics``). Hot paths only add to plain
+    counters (``sent``, ``received``, ``coalesced``, ``overflows``) and histograms; the
+    registry reads them, and every state, when ``/metrics`` is scraped."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.frames_in = Counter(
-            "virtwire_frames_in", "Client frames received, by type", ["type"], registry=r
-        )
-        self.frames_out = Counter(
-            "virtwire_frames_out",
-            "Frames queued for clients, by type (a publish counts once per subscriber)",
-            ["type"],
-            registry=r,
-        )
-        self.coalesced = Counter(
-            "virtwire_queue_coalesced",
-            "Latest-value frames that replaced an older one still queued for a slow client",
-            registry=r,
-        )
-        self.overflows = Counter(
-            "virtwire_queue_overflows",
-            "Connections closed because their send queue overflowed (4008)",
-            registry=r,
-        )
+        #: Client frames received, by type.
+        self.frames_in: dict[str, int] = {}
+        #: Frames queued for clients, by type (a publish counts once per subscriber).
+        self.frames_out: dict[str, int] = {}
+        self.coalesced = 0
+        self.overflows = 0
         self.fanout = Histogram(
             "virtwire_fanout_seconds",
             "Time to queue one published frame for every local subscriber",
-            buckets=BUCKETS,
-            registry=r,
         )
         self.broker_publish = Histogram(
             "virtwire_broker_publish_seconds",
             "Time for a batch of frames to be published through the broker",
-            buckets=BUCKETS,
-            registry=r,
         )
         self.broker_lag = Histogram(
             "virtwire_broker_lag_seconds",
             "From publish on any gateway to delivery here, through the broker",
-            buckets=BUCKETS,
-            registry=r,
         )
+        self.registry = CollectorRegistry(auto_describe=False)
+
+    def sent(self, type_: str, n: int = 1) -> None:
+        out = self.frames_out
+        out[type_] = out.get(type_, 0) + n
+
+    def received(self, type_: str) -> None:
+        inp = self.frames_in
+        inp[type_] = inp.get(type_, 0) + 1
 
     def attach(self, gateway: Gateway) -> None:
         """Add the values read at scrape time (connections, backends, broker, consoles)."""
-        self.registry.register(_StateCollector(gateway))
+        self.registry.register(_StateCollector(gateway, self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def collect(self) -> Iterator[Metric]:
+        for name, help, values in (
+            ("virtwire_frames_in", "Client frames received, by type", self.frames_in),
+            (
+                "virtwire_frames_out",
+                "Frames queued for clients, by type (a publish counts once per subscriber)",
+                self.frames_out,
+            ),
+        ):
+            family = CounterMetricFamily(name, help, labels=["type"])
+            for type_, value in sorted(values.items()):
+                family.add_metric([type_], value)
+            yield family
+        coalesced = CounterMetricFamily(
+            "virtwire_queue_coalesced",
+            "Latest-value frames that replaced an older one still queued for a slow client",
+        )
+        coalesced.add_metric([], self.coalesced)
+        yield coalesced
+        overflows = CounterMetricFamily(
+            "virtwire_queue_overflows",
+            "Connections closed because their send queue overflowed (4008)",
+        )
+        overflows.add_metric([], self.overflows)
+        yield overflows
+        for histogram in (self.fanout, self.broker_publish, self.broker_lag):
+            yield histogram.family()
+
 
 class _StateCollector:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, metrics: Metrics) -> None:
         self.gateway = gateway
+        self.metrics = metrics
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        yield from self.metrics.collect()
         gateway = self.gateway
         states = GaugeMetricFamily(
             "virtwire_connections", "Open /ws connections, by state", labels=["state"]

@@ -57,7 +57,7 @@ class SharedChannel(Channel):
         start = perf_counter()
         delivered = self.publish_text(text, key)
         metrics.fanout.observe(perf_counter() - start)
-        metrics.frames_out.labels(self.name).inc(delivered)
+        metrics.sent(self.name, delivered)
         return delivered
 
     def deliver(self, offset: int, epoch: str, key: str | None, text: str) -> int:

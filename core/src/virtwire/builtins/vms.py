@@ -382,7 +382,7 @@ class VmStatusTopic:
                 elif (text := registry.remote(vid)) is not None:
                     channel.send_text(outbox, text, key=vid)
                     if channel.metrics is not None:
-                        channel.metrics.frames_out.labels(CHANNEL).inc()
+                        channel.metrics.sent(CHANNEL)
 
         reply: dict[str, Any] = {"vmId": vm_id} if vm_id is not None else {"count": len(vm_ids)}
         sub = Subscription.to_channel(
