@@ -145,9 +145,16 @@ class ServerProc:
         times = self.ps.cpu_times()
         return float(times.user + times.system)
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """SIGTERM, then the seconds until the server exited (killed after 60 s)."""
+        start = time.monotonic()
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        return time.monotonic() - start
 
 
 def close_all(clients: list[IdleClient]) -> None:
@@ -173,9 +180,11 @@ async def idle_memory(kind: str, count: int) -> float:
         server.stop()
 
 
-async def heartbeat_cpu(kind: str, count: int, interval: float, window: float) -> float:
+async def heartbeat_cpu(
+    kind: str, count: int, interval: float, window: float
+) -> tuple[float, float]:
     """Server CPU (% of one core) over ``window`` seconds with ``count`` idle connections
-    answering pings every ``interval`` seconds."""
+    answering pings every ``interval`` seconds, and CPU milliseconds per 1000 pings."""
     server = ServerProc(kind, interval, interval)
     try:
         await server.ready()
@@ -192,10 +201,13 @@ async def heartbeat_cpu(kind: str, count: int, interval: float, window: float) -
         lost = sum(c.closed for c in clients)
         if lost:
             print(f"  note: {kind}: {lost} connections dropped during the window")
+        seconds = server.stop()  # with every connection still open
+        print(f"  {kind}: SIGTERM to exit with {count} connections open: {seconds:.1f} s")
         close_all(clients)
-        return 100 * (cpu1 - cpu0) / (t1 - t0)
+        return 100 * (cpu1 - cpu0) / (t1 - t0), 1e6 * (cpu1 - cpu0) / max(pings, 1)
     finally:
-        server.stop()
+        if server.proc.poll() is None:
+            server.stop()
 
 
 async def main() -> None:
@@ -227,7 +239,11 @@ async def main() -> None:
             f"(% of one core over {args.window:g} s)"
         )
         for kind in ("bare", "virtwire"):
-            print(f"  {kind:<12} {cpu[kind]:8.2f}   x{cpu[kind] / cpu['bare']:.2f} of bare")
+            share, per = cpu[kind]
+            print(
+                f"  {kind:<12} {share:8.2f}   x{share / cpu['bare'][0]:.2f} of bare"
+                f"   ({per:.1f} ms CPU per 1000 pings)"
+            )
         print("  target: virtwire <= 1.1x bare Starlette with the same ping settings")
 
 

@@ -411,3 +411,10 @@ async def test_the_direct_write_path_is_on_with_the_uvicorn_in_use() -> None:
             delivered = topic_plugin.topic.channel.publish("alert", {"n": 1})
             assert delivered == 1 and len(session.outbox) == 0  # written, not queued
             assert (await client.expect("alert"))["data"] == {"n": 1}
+            assert session.outbox.active is False  # and no writer task while idle
+            # frames for one connection in one loop tick leave in one transport write
+            topic_plugin.topic.channel.publish("alert", {"n": 2})
+            topic_plugin.topic.channel.publish("alert", {"n": 3})
+            assert wire._pending is not None and len(wire._pending) == 2
+            assert [(await client.expect("alert"))["data"]["n"] for _ in range(2)] == [2, 3]
+            assert wire._pending is None

@@ -34,13 +34,18 @@ def qemu_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
     proc = subprocess.Popen(
         [
             qemu,
-            "-display", "none",
+            "-display",
+            "none",
             # the first free display from :40 on (other test runs may hold some)
-            "-vnc", "127.0.0.1:40,to=99,password=on",
-            "-m", "64",
+            "-vnc",
+            "127.0.0.1:40,to=99,password=on",
+            "-m",
+            "64",
             "-nodefaults",
-            "-vga", "std",
-            "-qmp", f"unix:{qmp},server=on,wait=off",
+            "-vga",
+            "std",
+            "-qmp",
+            f"unix:{qmp},server=on,wait=off",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,7 +8,7 @@ import time
 import pytest
 import virtwire_proxmox
 from pve_fixtures import PASSWORD, TOKEN_SECRET
-from pve_helpers import backend_of, is_event, is_status, proxmox_server, settings_for, until
+from pve_helpers import backend_of, is_event, proxmox_server, settings_for, until
 from pve_standin import Cluster, StandIn
 from virtwire.errors import ConfigError
 from virtwire.testing import run_server
@@ -63,6 +63,19 @@ async def test_host_down_and_back(standin: StandIn, cluster: Cluster) -> None:
         await client.request("subscribe", {"topic": "vm-status-all"})
         standin.stop()
         await asyncio.wait_for(backend.down.wait(), 10)
+        # subscribers see the VMs as unreachable (not their last status), and why
+        unreachable: set[str] = set()
+        lost = None
+        while len(unreachable) < 3 or lost is None:
+            frame = await client.expect()
+            if frame["type"] == "vm-status" and frame["data"]["status"] == "unreachable":
+                unreachable.add(frame["data"]["vmId"])
+            elif frame["type"] == "system-event" and frame["data"]["event"] == (
+                "backend-unavailable"
+            ):
+                lost = frame["data"]
+        assert unreachable == {"pve:100", "pve:101", "pve:102"}
+        assert lost["backend"] == "proxmox" and lost["details"].startswith("unreachable")
         reply = await client.request("vm-control", {"vmId": "pve:101", "action": "start"})
         assert reply["data"]["code"] == "BACKEND_UNAVAILABLE"
         assert reply["data"]["details"].startswith("unreachable")
@@ -71,8 +84,20 @@ async def test_host_down_and_back(standin: StandIn, cluster: Cluster) -> None:
         cluster.set_state(101, "running")  # changed while we could not see
         standin.start()
         await asyncio.wait_for(backend.up.wait(), 10)
-        await client.expect("system-event", where=is_event("vm-started", "pve:101"))
-        await client.expect("vm-status", where=is_status("pve:101", "running"))
+        await client.expect(
+            "system-event", where=lambda f: f["data"]["event"] == "backend-available"
+        )
+        # the change made meanwhile as an event, and every VM's status again (unchanged too)
+        statuses: dict[str, str] = {}
+        events = []
+        while len(statuses) < 3 or not events:
+            frame = await client.expect()
+            if frame["type"] == "vm-status":
+                statuses[frame["data"]["vmId"]] = frame["data"]["status"]
+            elif frame["type"] == "system-event":
+                events.append((frame["data"]["event"], frame["data"]["vmId"]))
+        assert statuses == {"pve:100": "running", "pve:101": "running", "pve:102": "paused"}
+        assert events == [("vm-started", "pve:101")]
         reply = await client.request("vm-control", {"vmId": "pve:101", "action": "stop"})
         assert reply["type"] == "vm-control-response"
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -33,7 +36,9 @@ class Principal:
     scopes: frozenset[str]
     vms: tuple[str, ...] | None = None
     expires_at: float | None = None
-    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: The token's own claims (those other than the registered ones the other fields
+    #: represent or the verification checked).
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def has_scope(self, scope: str | None) -> bool:
         return scope is None or scope in self.scopes
@@ -148,6 +153,19 @@ def _check_numeric_dates(claims: Any) -> None:
             raise VirtwireError(ErrorCode.AUTH_FAILED, f"claim {name!r} must be a NumericDate")
 
 
+#: Registered claims: represented by the Principal's fields or checked at verification.
+_REGISTERED = frozenset({"sub", "scope", "vms", "exp", "nbf", "iat", "iss", "aud", "jti"})
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
+#: Scope sets and vms tuples shared by every principal that has the same (bounded).
+_interned: dict[Any, Any] = {}
+
+
+def _intern(value: Any) -> Any:
+    if len(_interned) >= 4096:
+        return _interned.get(value, value)
+    return _interned.setdefault(value, value)
+
+
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
@@ -163,12 +181,13 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     if vms is not None and not (isinstance(vms, list) and all(isinstance(v, str) for v in vms)):
         raise VirtwireError(ErrorCode.AUTH_FAILED, "claim 'vms' must be a list of patterns")
     exp = claims.get("exp")
+    own = {k: v for k, v in claims.items() if k not in _REGISTERED}
     return Principal(
-        user_id=sub,
-        scopes=scopes,
-        vms=tuple(vms) if vms is not None else None,
+        user_id=sys.intern(sub),
+        scopes=_intern(scopes),
+        vms=_intern(tuple(vms)) if vms is not None else None,
         expires_at=float(exp) if isinstance(exp, int | float) else None,
-        claims=claims,
+        claims=own or _NO_CLAIMS,
     )
 
 

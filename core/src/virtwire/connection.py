@@ -136,20 +136,38 @@ class WebSocketEndpoint:
 
 
 class Connection:
-    """Drives one session: a reader (this task) and a writer task draining the outbox."""
+    """Drives one session: a reader (this task) and, while frames are queued (the direct
+    write path did not take them), a writer task draining the outbox."""
+
+    __slots__ = (
+        "_auth_timer",
+        "_closed_now",
+        "_deadline",
+        "_expiry_key",
+        "_tasks",
+        "_writer_task",
+        "gateway",
+        "limit",
+        "limiter",
+        "max_tasks",
+        "send",
+        "session",
+        "wire",
+    )
 
     def __init__(self, session: Session, send: Send) -> None:
         self.session = session
         self.gateway = session.gateway
         self.send = send
         self.wire = protocol_of(send)
-        self.tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._expiry_key = 0
         server = self.gateway.settings.server
         self.limit = min(server.preauth_max_message_bytes, server.max_message_bytes)
         self.limiter = _RateLimiter(server.rate_limit, server.rate_burst)
         self.max_tasks = server.max_concurrent_requests
         self._auth_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._closed_now = False
         if self.wire is not None:
@@ -165,7 +183,7 @@ class Connection:
         session.log.info("connection opened", client=session.client)
         if self.wire is not None:
             session.outbox.direct = self.wire.write_text
-        writer = self._writer_task = asyncio.create_task(self._writer())
+        session.outbox.start_writer = self._start_writer
         session.on_close = self._on_close
         session.abort = self._abort
         try:
@@ -198,10 +216,22 @@ class Connection:
                     code = message.get("code")
                     break
         finally:
-            await self._cleanup(writer, code)
+            await self._cleanup(code)
 
     # -- writing -----------------------------------------------------------------------
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        """Requests in flight (concurrent handlers) and close helpers."""
+        if self._tasks is None:
+            self._tasks = set()
+        return self._tasks
+
+    def _start_writer(self) -> None:
+        self._writer_task = asyncio.get_running_loop().create_task(self._writer())
+
     async def _writer(self) -> None:
+        """Drain the outbox, then end (the next queued frame starts another); after a
+        flushing close, send the close frame."""
         session = self.session
         outbox = session.outbox
         send = self.send
@@ -209,14 +239,20 @@ class Connection:
             while True:
                 text = outbox.pop()
                 if text is None:
-                    text = await outbox.get()
-                    if text is None:
-                        break
+                    break
                 await send({"type": "websocket.send", "text": text})
-            if session.close_code is not None and session.state is not State.CLOSED:
+            if (
+                outbox.closed
+                and session.close_code is not None
+                and session.state is not State.CLOSED
+                and not self._closed_now
+            ):
                 await send(self._close_message())
         except (OSError, RuntimeError) as exc:  # the client went away mid-send
             session.log.debug("send failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            outbox.active = False
+            self._writer_task = None
 
     def _close_message(self) -> dict[str, Any]:
         session = self.session
@@ -233,10 +269,17 @@ class Connection:
         if self._deadline is None:
             timeout = self.gateway.settings.server.close_timeout
             self._deadline = asyncio.get_running_loop().call_later(timeout, self._abort)
-        if flush or self._closed_now:
+        if flush:
+            outbox = self.session.outbox
+            if not outbox.active and not self._closed_now:  # no writer: start one for the close
+                outbox.active = True
+                self._start_writer()
+            return
+        if self._closed_now:
             return
         self._closed_now = True
-        self._writer_task.cancel()
+        if self._writer_task is not None:
+            self._writer_task.cancel()
         if self.wire is not None:
             self.wire.close_now(
                 self.session.close_code or CloseCode.NORMAL, _reason(self.session.close_reason)
@@ -469,16 +512,17 @@ class Connection:
             session.state = State.OPEN
             gateway.hub.sessions.add(session)
             self._lift_preauth_limits()
-            session.log = session.log.bind(user=principal.user_id)
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        sweep = gateway.expiry
         if principal.expires_at is not None:
             delay = max(0.0, principal.expires_at - time.time() + gateway.settings.auth.leeway)
-            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+            if not self._expiry_key:
+                self._expiry_key = sweep.new_key()
+            sweep.set(self._expiry_key, delay, self._expired)
+        elif self._expiry_key:
+            sweep.discard(self._expiry_key)
         session.log.info("authenticated", refreshed=previous is not None)
         if explicit and id_ is not None:
             session.send(
@@ -520,15 +564,17 @@ class Connection:
             session.close(CloseCode.AUTH, ErrorCode.TOKEN_EXPIRED)
 
     # -- cleanup -----------------------------------------------------------------------
-    async def _cleanup(self, writer: asyncio.Task[None], code: int | None) -> None:
+    async def _cleanup(self, code: int | None) -> None:
         session = self.session
         gateway = self.gateway
-        for timer in (self._auth_timer, self._expiry_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        if self._expiry_key:
+            gateway.expiry.discard(self._expiry_key)
         session.state = State.CLOSING
         gateway.hub.sessions.discard(session)
-        for task in list(self.tasks):
+        tasks = list(self._tasks or ())
+        for task in tasks:
             task.cancel()
         try:
             await gateway.console_sessions.close_session(session)
@@ -545,14 +591,18 @@ class Connection:
                 session.log.exception("subscription close failed")
         session.outbox.close()
         session.outbox.clear()
-        writer.cancel()
-        await asyncio.gather(writer, *self.tasks, return_exceptions=True)
+        session.outbox.start_writer = None
+        writer = self._writer_task
+        if writer is not None:
+            writer.cancel()
+            tasks.append(writer)
+        await asyncio.gather(*tasks, *(self._tasks or ()), return_exceptions=True)
         session.state = State.CLOSED
         if self._deadline is not None:
             self._deadline.cancel()  # from here the protocol's own deadline applies
             self._deadline = None
         gateway.sessions.discard(session)
-        session.finished.set()
+        session.mark_finished()
         session.log.info("connection closed", code=code, server_code=session.close_code)
 
 

@@ -22,6 +22,7 @@ from .config import Settings, state_dir
 from .consoles import ConsoleTransport
 from .consolesessions import ConsoleSessions
 from .errors import CloseCode, ConfigError, ErrorCode, VirtwireError
+from .expiry import ExpirySweep
 from .hub import Hub
 from .logsources import LogSource
 from .messages import Catalogue
@@ -41,6 +42,8 @@ class Gateway:
         self.catalogue = Catalogue(settings.server.locale)
         self.auth = Authenticator(settings)
         self.hub = Hub(settings.server.history_size)
+        #: Token expiry of every ``/ws`` connection, on one timer.
+        self.expiry = ExpirySweep()
         self.plugins = PluginManager(log)
         self.backends: list[HypervisorBackend] = []
         self.consoles: list[ConsoleTransport] = []

@@ -49,6 +49,7 @@ class Outbox:
         "_latest",
         "_room",
         "_waiter",
+        "active",
         "closed",
         "direct",
         "max_bytes",
@@ -57,6 +58,7 @@ class Outbox:
         "on_overflow",
         "overflowed",
         "queued_bytes",
+        "start_writer",
     )
 
     def __init__(
@@ -80,6 +82,23 @@ class Outbox:
         self.direct: Callable[[str], bool] | None = None
         #: Counts coalesced frames when set (virtwire.metrics).
         self.metrics: Metrics | None = None
+        #: Optional: starts a writer that drains the queue (with ``pop``) and then sets
+        #: ``active`` back to False; called when a frame is queued and no writer is active
+        #: (a connection served by ``direct`` then keeps no writer task while idle).
+        self.start_writer: Callable[[], None] | None = None
+        self.active = False
+
+    def _writer_idle(self) -> bool:
+        if self._waiter is not None:
+            return True  # a consumer waits in get(): the queue is empty
+        return self.start_writer is not None and not self.active and not self._items
+
+    def _queued(self) -> None:
+        if self._waiter is not None:
+            self._wake()
+        elif self.start_writer is not None and not self.active:
+            self.active = True
+            self.start_writer()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -109,15 +128,14 @@ class Outbox:
         """Queue one frame. Returns False if the outbox is closed or overflowed."""
         if self.closed or self.overflowed:
             return False
-        if self._waiter is not None and self.direct is not None and self.direct(text):
+        if self.direct is not None and self._writer_idle() and self.direct(text):
             return True  # the writer was idle and the queue empty: written in place
         size = len(text)
         if not self._fits(size):
             return False
         self._items.append(text)
         self.queued_bytes += size
-        if self._waiter is not None:
-            self._wake()
+        self._queued()
         return True
 
     def put_latest(self, key: Hashable, text: str) -> bool:
@@ -131,7 +149,7 @@ class Outbox:
             if self.metrics is not None:
                 self.metrics.coalesced += 1
             return True
-        if self._waiter is not None and self.direct is not None and self.direct(text):
+        if self.direct is not None and self._writer_idle() and self.direct(text):
             return True
         size = len(text)
         if not self._fits(size):
@@ -140,8 +158,7 @@ class Outbox:
         self._latest[key] = slot
         self._items.append(slot)
         self.queued_bytes += size
-        if self._waiter is not None:
-            self._wake()
+        self._queued()
         return True
 
     def pop(self) -> str | None:

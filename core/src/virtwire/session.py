@@ -50,7 +50,8 @@ class Session:
         )
         self.outbox.metrics = gateway.hub.metrics
         self.subscriptions: dict[Hashable, Subscription] = {}
-        self.finished = asyncio.Event()
+        self._finished: asyncio.Event | None = None
+        self._done = False
         #: Set by the connection: called by :meth:`close` with ``flush`` (False: close now,
         #: dropping the backlog); it also starts the close deadline.
         self.on_close: Callable[[bool], None] | None = None
@@ -58,7 +59,36 @@ class Session:
         self.abort: Callable[[], None] | None = None
         self.close_code: int | None = None
         self.close_reason = ""
-        self.log = gateway.log.bind(conn=self.id)
+        self._log: Any = None
+
+    @property
+    def log(self) -> Any:
+        """The gateway's logger bound with the connection id and user id (made on first use:
+        an idle connection keeps none)."""
+        log = self._log
+        if log is None:
+            log = self.gateway.log.bind(conn=self.id)
+            if self.principal is not None:
+                log = log.bind(user=self.principal.user_id)
+        return log
+
+    @log.setter
+    def log(self, value: Any) -> None:
+        self._log = value
+
+    @property
+    def finished(self) -> asyncio.Event:
+        """Set once the connection is closed and cleaned up."""
+        if self._finished is None:
+            self._finished = asyncio.Event()
+            if self._done:
+                self._finished.set()
+        return self._finished
+
+    def mark_finished(self) -> None:
+        self._done = True
+        if self._finished is not None:
+            self._finished.set()
 
     @property
     def user_id(self) -> str | None:

@@ -172,9 +172,7 @@ class TextClient:
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def expect(
-        self, match: str | Callable[[str], bool], *, timeout: float = 10.0
-    ) -> str:
+    async def expect(self, match: str | Callable[[str], bool], *, timeout: float = 10.0) -> str:
         """The next frame that contains ``match`` (or for which ``match(text)`` is true);
         frames before it are dropped."""
         test = match if callable(match) else (lambda text: match in text)

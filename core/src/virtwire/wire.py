@@ -16,7 +16,9 @@ implementation) so that:
   text frame that is not UTF-8 is closed with 1007 without an error-level traceback;
 - :meth:`WebSocketProtocol.write_text` writes a text frame straight to the transport while
   the connection is open, writable and idle (see :mod:`virtwire.hub`); whether it may is one
-  flag, kept up to date on every state change instead of re-checked per write.
+  flag, kept up to date on every state change instead of re-checked per write. Frames for one
+  connection written in the same loop tick go out in one ``transport.write`` at the end of
+  the tick (any other write on that connection flushes them first, so order is kept).
 """
 
 from __future__ import annotations
@@ -45,6 +47,88 @@ def frame_bytes(text: str) -> bytes:
         _last_frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
         _last_text = text
     return _last_frame
+
+
+#: Per event loop: connections with direct frames waiting for the end of this loop tick.
+_dirty: dict[asyncio.AbstractEventLoop, list[WebSocketProtocol]] = {}
+
+
+def _flush_dirty(loop: asyncio.AbstractEventLoop) -> None:
+    for proto in _dirty.pop(loop, ()):
+        proto.flush()
+
+
+class _Inbox:
+    """What uvicorn's protocol needs of its ``asyncio.Queue`` of ASGI events (one consumer:
+    the application's ``receive``), in a fraction of its memory: no deque until an event
+    arrives, one future while the application waits."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = [item]
+        else:
+            self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items or ())
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        item = items.pop(0)
+        if not items:
+            self._items = None
+        return item
+
+
+class _Flag:
+    """What uvicorn's protocol needs of its ``asyncio.Event`` ``writable``, without the
+    deque an Event keeps for waiters: a flag, and a list only while someone waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        return await waiter
 
 
 class Limits:
@@ -183,6 +267,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     #: Set by the application: the text of the error frame sent before a 1009 close when a
     #: frame is over the hard cap (argument: the frame's announced size), or None.
     on_oversize: Callable[[int], str | None] | None = None
+    #: Frames written this tick, not yet handed to the transport, and their size.
+    _pending: list[bytes] | None = None
+    _pending_bytes = 0
+    #: Past this many bytes, frames of this tick go to the transport at once (which may
+    #: pause writing: later frames then queue in the bounded outbox).
+    BATCH_BYTES = 64 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._live = False
@@ -193,6 +283,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._abort_timer: asyncio.TimerHandle | None = None
         self._direct_allowed = False
         super().__init__(*args, **kwargs)
+        # Lean stand-ins for the asyncio.Queue and asyncio.Event of every connection.
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
         self.virtwire_limits = limits_of(self.config)
         self.close_timeout = self.virtwire_limits.close_timeout
         self._direct_allowed = not self.config.ws_per_message_deflate
@@ -258,11 +351,50 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.max_message_size = size
 
     def write_text(self, text: str) -> bool:
-        """Write one text frame now if the connection is open and writable."""
+        """Write one text frame if the connection is open and writable: it goes to the
+        transport at the end of this loop tick, with the others written in the same tick."""
         if not self._live:
             return False
-        self.transport.write(frame_bytes(text))
+        data = frame_bytes(text)
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self._pending_bytes = len(data)
+            dirty = _dirty.get(self.loop)
+            if dirty is None:
+                _dirty[self.loop] = [self]
+                self.loop.call_soon(_flush_dirty, self.loop)
+            else:
+                dirty.append(self)
+        else:
+            pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self.BATCH_BYTES:
+                self.flush()
         return True
+
+    def flush(self) -> None:
+        """Hand the frames written this tick to the transport (one write)."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        self._pending_bytes = 0
+        if self._disconnected or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    async def send(self, message: Any) -> None:
+        self.flush()  # frames written directly this tick go first
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # the handshake is done: its request and response are not needed any more
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
+
+    def send_keepalive_ping(self) -> None:
+        self.flush()
+        super().send_keepalive_ping()
 
     # -- close deadlines -------------------------------------------------------------------
     def _arm_abort(self) -> None:
@@ -288,6 +420,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         reading); the deadline then drops the connection if it does not answer."""
         if self._close_sent or self._disconnected or not self._handshake_complete:
             return
+        self.flush()
         try:
             self.conn.send_close(code, reason)
         except Exception:  # the protocol is already closing
@@ -302,6 +435,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- overrides that can close --------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
+        self._pending = None
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
@@ -325,6 +459,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if isinstance(exc, PayloadTooBig) and self._handshake_complete and not self._close_sent:
             report = self.on_oversize
             text = report(exc.size or 0) if report is not None else None
+            self.flush()
             if text is not None:
                 self.transport.write(frame_bytes(text))
         super().handle_parser_exception()
@@ -351,14 +486,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.pause_reading()
 
     def handle_close(self, event: Any) -> None:
+        self.flush()
         super().handle_close(event)
         self._after()
 
     def keepalive_timeout(self) -> None:
+        self.flush()
         super().keepalive_timeout()
         self._after()
 
     def shutdown(self) -> None:
+        self.flush()
         super().shutdown()
         self._after()
 

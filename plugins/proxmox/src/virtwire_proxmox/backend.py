@@ -228,7 +228,7 @@ class ProxmoxBackend:
         self._events.event(event, vm.vm_id, level=level)
 
     # -- status/current ----------------------------------------------------------------
-    async def _confirm(self, vm: Vm) -> list[str]:
+    async def _confirm(self, vm: Vm, *, push: bool = False) -> list[str]:
         """Read ``status/current`` (it shows a pause; cluster/resources does not), apply it
         and push the VM's status if it changed. Returns the events emitted."""
         assert self.client is not None and self._events is not None
@@ -271,7 +271,7 @@ class ProxmoxBackend:
         if rebooted:
             self._emit(vm, "vm-rebooted", "info")
             emitted.append("vm-rebooted")
-        if changed or emitted or self._watching:
+        if changed or emitted or push or self._watching:
             self._events.status(vm.snapshot())
         return emitted
 
@@ -296,11 +296,15 @@ class ProxmoxBackend:
     def _went_down(self, exc: Exception) -> None:
         kind = "login refused" if isinstance(exc, Unauthorized) else "unreachable"
         self._last_error = f"{kind}: {exc}"
-        if self.state is not State.DOWN:
-            self.log.warning("proxmox " + kind + ", retrying", error=str(exc))
+        was = self.state
         self.state = State.DOWN
         self.up.clear()
         self.down.set()
+        if was is not State.DOWN:
+            self.log.warning("proxmox " + kind + ", retrying", error=str(exc))
+            if self._events is not None:
+                # subscribers see the VMs as unreachable, not their last status
+                self._events.unavailable(self._last_error)
 
     async def _poll(self) -> None:
         assert self.client is not None and self._events is not None
@@ -309,9 +313,11 @@ class ProxmoxBackend:
         )
         if self.state is State.CLOSED:
             return
+        recovered = self.state is State.DOWN
         if self.state is not State.UP:
-            if self.state is State.DOWN:
+            if recovered:
                 self.log.info("proxmox reachable again")
+                self._events.available()
             self.state = State.UP
             self._last_error = ""
             self.down.clear()
@@ -369,7 +375,7 @@ class ProxmoxBackend:
                 )
             ):
                 confirm.append(vm)
-            elif self._watching:
+            elif self._watching or recovered:  # after an outage every VM's status again
                 push.append(vm)
         gone = [vm for vm_id, vm in self._vms.items() if vm_id not in seen]
         for vm in gone:
@@ -386,7 +392,7 @@ class ProxmoxBackend:
 
             async def confirm_one(vm: Vm) -> None:
                 async with gate:
-                    await self._confirm(vm)
+                    await self._confirm(vm, push=recovered)
 
             await asyncio.gather(*(confirm_one(vm) for vm in confirm), return_exceptions=True)
 
