@@ -106,6 +106,8 @@ async def test_reconnects_with_a_banner_and_resubscribes(site_factory: Any, new_
         with site.log_file.open("a") as f:
             f.write("after the restart\n")
         await expect(page.locator("#log-lines .line").last).to_have_text("after the restart")
+        await row.get_by_role("button", name="Resume test", exact=True).click()
+        await expect(badge).to_have_text("running")
 
 
 async def test_the_token_never_reaches_the_log(tmp_path: Path, new_page: Any) -> None:

@@ -91,6 +91,10 @@ async def test_force_stop_asks_first(site: Site, new_page: Any) -> None:
     await dialog.get_by_role("button", name="Power off", exact=True).click()
     await expect(badge).to_have_text("stopped")
     await expect(page.locator('#event-list li[data-event="vm-stopped"]')).to_have_count(1)
+    # test:///default keeps its state while any connection of the process is open: leave
+    # `test` running for the next test
+    await row.get_by_role("button", name="Start test", exact=True).click()
+    await expect(badge).to_have_text("running")
 
 
 async def test_buttons_the_token_does_not_allow_are_disabled_not_hidden(
@@ -155,6 +159,8 @@ async def test_a_bad_token_shows_the_sign_in_error_and_a_good_one_signs_in_by_ke
     await expect(row.locator(".badge")).to_have_text("paused")
     # the focus stays on the button after the row re-rendered
     await expect(pause).to_be_focused()
+    await row.get_by_role("button", name="Resume test", exact=True).click()
+    await expect(row.locator(".badge")).to_have_text("running")
     # sign out: back to the sign-in form, token forgotten
     await page.get_by_role("button", name="Sign out", exact=True).click()
     await expect(page.locator("#signin")).to_be_visible()

@@ -79,8 +79,20 @@ async def test_ssh_terminal_runs_echo_and_follows_the_pane_size(
     await page.keyboard.type("stty size\n")
     await expect(page.locator("#console-body .xterm-rows")).to_contain_text(f"{rows} ")
     assert f"\n{rows} " in "\n" + (await screen_text(page)).replace("\xa0", " ")
-    # Close ends the terminal on the gateway too
+    # a reload detaches the terminal; opening the console again reattaches to the same
+    # shell, its scrollback first
+    await page.reload()
+    await page.get_by_role("button", name="Console of test", exact=True).click()
+    await expect(page.locator('.terminal-box[data-type="ssh"]')).to_have_attribute(
+        "data-state", "open"
+    )
+    await expect(page.locator("#console-body .xterm-rows")).to_contain_text("web-42")
+    await page.locator("#console-body .xterm").click()
+    await page.keyboard.type("echo again-$((2*3))\n")
+    await expect(page.locator("#console-body .xterm-rows")).to_contain_text("again-6")
+    # Close ends the terminal on the gateway (terminal-disconnect): nothing to reattach
     await page.get_by_role("button", name="Close", exact=True).click()
     await expect(page.locator("#console-title")).to_have_text("Console")
-    assert ssh_site.server.gateway.terminals is not None
+    saved = await page.evaluate("sessionStorage.getItem('virtwire.terminals')")
+    assert saved == "{}"
     assert problems == []
