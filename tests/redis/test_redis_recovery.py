@@ -104,6 +104,15 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
         hv.set("alpha", "stopped", None, None)
         local = await ca.expect("vm-status", where=changed("stopped"))
         assert "offset" not in local
+        # B cannot reach A's VM now: a clear error, not "no such VM"
+        reply = await cb.request("vm-control", {"vmId": "alpha", "action": "start"})
+        assert reply["data"]["code"] == "BACKEND_UNAVAILABLE", reply
+        # A still runs its own VM's actions
+        reply = await ca.request("vm-control", {"vmId": "alpha", "action": "start"})
+        assert reply["type"] == "vm-control-response", reply
+        await ca.expect("vm-status", where=changed("running"))
+        hv.set("alpha", "stopped", None, None)
+        await ca.expect("vm-status", where=changed("stopped"))
 
         redis_server.start()
         for server in (a, b):

@@ -127,7 +127,6 @@ async def test_a_stalled_observer_does_not_freeze_the_owner(sshd: Sshd, tmp_path
         # bob's page reads again: once caught up, it gets a redraw (reset, then the
         # scrollback), so its screen ends like the owner's
         bob._reader = asyncio.create_task(bob._read())
-        await owner.request("terminal-input", {"vmId": "vm-1", "input": "echo again\r"})
         redraw = await bob.expect(
             "terminal-output", where=lambda f: f["data"]["output"].startswith("\x1bc"), timeout=30
         )

@@ -127,6 +127,7 @@ class ManagedTerminal:
         self._high = config.high_water_bytes
         self._decoder = OutputDecoder()
         self._detach_timer: asyncio.TimerHandle | None = None
+        self._watchers: set[asyncio.Future[None]] = set()
         self._closing: asyncio.Task[None] | None = None
         self._task = asyncio.create_task(self._pump(), name=f"terminal-{self.id}")
 
@@ -214,7 +215,9 @@ class ManagedTerminal:
                     queued = viewer.outbox.queued_bytes
                     if queued > self._high or (viewer.behind and queued > self._high // 2):
                         viewer.skipped += len(piece)  # an observer too far behind misses it
-                        viewer.behind = True
+                        if not viewer.behind:
+                            viewer.behind = True
+                            self._watch_catch_up(viewer)
                         continue
                     if viewer.behind:  # caught up: redraw instead of a screen with holes
                         viewer.behind = False
@@ -222,6 +225,19 @@ class ManagedTerminal:
                         redrawn.append(viewer)
                         continue
                 viewer.output(piece, frame)
+
+    def _watch_catch_up(self, viewer: Viewer) -> None:
+        """Redraw ``viewer`` as soon as it has caught up, whether or not more output comes."""
+
+        async def wait() -> None:
+            await viewer.outbox.room(self._high // 2)
+            if viewer.behind and viewer in self.viewers and not viewer.outbox.closed:
+                viewer.behind = False
+                self._redraw(viewer)
+
+        task = asyncio.ensure_future(wait())
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
 
     def _redraw(self, viewer: Viewer) -> None:
         """A full redraw for a viewer that missed output: reset its terminal (``ESC c``),
@@ -300,6 +316,8 @@ class ManagedTerminal:
         if self._detach_timer is not None:
             self._detach_timer.cancel()
             self._detach_timer = None
+        for watcher in list(self._watchers):
+            watcher.cancel()
         self.manager.forget(self)
         data = self.closed_data()
         viewers, self.viewers = self.viewers, []

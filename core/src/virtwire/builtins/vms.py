@@ -422,14 +422,25 @@ async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
     routed = await gateway.hub.route("vm-control", data.vmId, request)
     if routed is not None:  # another gateway owns the VM and ran it
         return routed
-    return await control_here(
-        gateway,
-        data.vmId,
-        data.action,
-        force=data.force,
-        user_id=session.user_id,
-        log=session.log.bind(vm=data.vmId, action=data.action),
-    )
+    try:
+        return await control_here(
+            gateway,
+            data.vmId,
+            data.action,
+            force=data.force,
+            user_id=session.user_id,
+            log=session.log.bind(vm=data.vmId, action=data.action),
+        )
+    except VmNotFound:
+        broker = gateway.hub.broker
+        if broker is None or broker.health().get("state") == "connected":
+            raise
+        # not here, and no way to ask the other gateways now
+        raise BackendUnavailable(
+            gateway.catalogue("backend.unavailable", name=broker.name),
+            vm_id=data.vmId,
+            details="the broker is unreachable; another gateway may serve this VM",
+        ) from None
 
 
 async def control_here(
