@@ -184,6 +184,7 @@ def gateway_config(tmp: Path, port: int, source_port: int) -> Path:
 port = {port}
 access_log = false
 log_level = "warning"
+max_connections_per_address = 2000
 [auth]
 secret = "{SECRET}"
 [consoles]
