@@ -46,6 +46,7 @@ def main() -> None:
                 "rate_limit": 1e9,
                 "rate_burst": 10**9,
                 "ping_interval": 0,
+                "max_connections_per_address": 10000,
             },
             "plugins": {"libvirt": {"stats_interval": 3600}},
         }

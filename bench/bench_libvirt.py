@@ -58,6 +58,7 @@ class Counter(asyncio.Protocol):
         self.frames = 0  # every text frame
         self.statuses = 0  # vm-status frames
         self.target = 0
+        self.frames_target = 0
         self.reached = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
@@ -143,6 +144,7 @@ def subscribers(port: int, count: int, pipe: Connection) -> None:
         clients = [await open_counter(port, tok) for _ in range(count)]
         for c in clients:
             c.target = 1  # the current status, sent on subscribing
+            c.frames_target = 1  # (the subscribe has no id: no response)
             c.send_text('{"type":"subscribe","data":{"topic":"vm-status-all"}}')
         await wait_all(clients)
         pipe.send("ready")
@@ -151,8 +153,10 @@ def subscribers(port: int, count: int, pipe: Connection) -> None:
             command = await loop.run_in_executor(None, pipe.recv)
             if command == "stop":
                 break
+            _, frames = command  # ("arm", frames each client gets: vm-status [+ system-event])
             for c in clients:
                 c.target = c.statuses + 1
+                c.frames_target = c.frames + frames
             pipe.send("armed")
             await wait_all(clients)
             pipe.send(max(c.reached for c in clients))
@@ -162,11 +166,13 @@ def subscribers(port: int, count: int, pipe: Connection) -> None:
 
     async def wait_all(clients: list[Counter]) -> None:
         async with asyncio.timeout(60):
-            for c in clients:
-                while c.statuses < c.target:
+            for c in clients:  # every frame in: the next round starts from quiet
+                while c.statuses < c.target or c.frames < c.frames_target:
                     await c.next_frame()
 
-    asyncio.run(main())
+    import uvloop
+
+    uvloop.run(main())  # the cheapest loop here: the counter must not be the bottleneck
 
 
 def pct(values: list[float], p: float) -> float:
@@ -217,27 +223,36 @@ async def round_trips(port: int, n: int) -> tuple[list[float], list[float]]:
     return noop[skip:], control[skip:]
 
 
-async def fanout(port: int, pipe: Connection, rounds: int) -> tuple[list[float], list[float]]:
-    """Per round: request -> last subscriber's vm-status, for an event and a plain publish."""
+async def fanout(
+    port: int, pipe: Connection, rounds: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Per round: request -> last subscriber's vm-status, for an event and a plain publish;
+    and the vm-control round trip while the event fans out."""
     actor = await open_counter(port, token("vm:control"))
     loop = asyncio.get_running_loop()
-    event, plain = [], []
+    event, plain, reply = [], [], []
     for i in range(2 * rounds):
         for kind in ("event", "plain"):
-            pipe.send("arm")
+            pipe.send(("arm", 2 if kind == "event" else 1))
             assert await loop.run_in_executor(None, pipe.recv) == "armed"
             if kind == "event":
                 action = "pause" if i % 2 == 0 else "resume"
-                text = f'{{"type":"vm-control","data":{{"vmId":"test","action":"{action}"}}}}'
+                text = (
+                    f'{{"type":"vm-control","data":{{"vmId":"test","action":"{action}"}},"id":{i}}}'
+                )
             else:
                 text = '{"type":"bench-publish"}'
+            answered = actor.next_frame()
             t = time.monotonic()
             actor.send_text(text)
+            if kind == "event":
+                await answered
+                reply.append(time.monotonic() - t)
             last = await loop.run_in_executor(None, pipe.recv)
             (event if kind == "event" else plain).append(last - t)
     assert actor.transport is not None
     actor.transport.close()
-    return event[2:], plain[2:]  # warm-up
+    return event[2:], plain[2:], reply[2:]  # warm-up
 
 
 def start_server() -> tuple[subprocess.Popen[bytes], int]:
@@ -280,7 +295,7 @@ def main() -> None:
         )
         loader.start()
         assert ours.recv() == "ready"
-        event, plain = asyncio.run(fanout(port, ours, args.rounds))
+        event, plain, busy = asyncio.run(fanout(port, ours, args.rounds))
         ours.send("stop")
         loader.join(30)
     finally:
@@ -293,6 +308,7 @@ def main() -> None:
         ("libvirt suspend/resume, in-process (for reference)", direct),
         ("no-op request (ping) round trip (baseline)", noop),
         ("vm-control round trip, same connection", control),
+        (f"vm-control round trip, {args.subscribers} subscribers get its event", busy),
         (f"plain publish -> last of {args.subscribers} (baseline)", plain),
         (f"lifecycle event -> last of {args.subscribers}", event),
     ):

@@ -63,9 +63,7 @@ async def screenshot(
         await stream.write(rfb.set_encodings([rfb.ENC_RAW, rfb.ENC_COPYRECT, rfb.ENC_DESKTOP_SIZE]))
         async with asyncio.timeout(20):
             while True:  # until SeaBIOS switched to text mode (DesktopSize) and drew text
-                await stream.write(rfb.update_request(False, 0, 0, fb.width, fb.height))
-                while await rfb.read_server_message(reader, fb) != 0:
-                    pass
+                await fb.refresh(stream, reader)
                 if (fb.width, fb.height) == (720, 400) and len(set(fb.pixels[0::4])) > 1:
                     return init, fb.png()
     finally:

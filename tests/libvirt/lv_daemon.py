@@ -264,15 +264,28 @@ def build_guest(outdir: Path, *, busy: bool) -> Path:
     return img
 
 
-def domain_xml(name: str, image: Path, *, tap: str | None = None, serial: str = "file") -> str:
+def domain_xml(
+    name: str,
+    image: Path,
+    *,
+    tap: str | None = None,
+    serial: str = "file",
+    vnc: bool = False,
+    passwd: str | None = None,
+) -> str:
     """A 64 MiB TCG domain booting ``image`` from IDE, with ACPI; its serial port is
     appended to ``<image>.serial`` (the guest prints a banner there when it is ready), or with
-    ``serial="pty"`` is a console libvirt's ``openConsole`` reaches."""
+    ``serial="pty"`` is a console libvirt's ``openConsole`` reaches. ``vnc``: a VNC display on
+    127.0.0.1 (port chosen by libvirt), with ``passwd`` if given."""
     nic = (
         f"<interface type='ethernet'><target dev='{tap}'/><model type='ne2k_pci'/></interface>"
         if tap
         else ""
     )
+    graphics = ""
+    if vnc:
+        secret = f" passwd='{passwd}'" if passwd else ""
+        graphics = f"<graphics type='vnc' port='-1' listen='127.0.0.1'{secret}/>"
     port = (
         "<serial type='pty'/><console type='pty'/>"
         if serial == "pty"
@@ -293,6 +306,7 @@ def domain_xml(name: str, image: Path, *, tap: str | None = None, serial: str = 
       <target dev='hda' bus='ide'/>
     </disk>
     {nic}
+    {graphics}
     {port}
   </devices>
 </domain>"""

@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Match, Route, WebSocketRoute
 
 from . import __version__
 from .builtins import builtin_plugins
@@ -79,18 +79,32 @@ def create_app(
             "any Host name is served (bound to every interface); list the gateway's names "
             "in server.allowed_hosts to refuse DNS rebinding"
         )
-    return VirtwireApp(app, WebSocketEndpoint(gateway), HostCheck(hosts))
+    direct = [
+        r
+        for r in gateway.routes
+        if isinstance(r, WebSocketRoute) and getattr(r.endpoint, "direct", False)
+    ]
+    return VirtwireApp(app, WebSocketEndpoint(gateway), HostCheck(hosts), direct)
 
 
 class VirtwireApp:
     """The ASGI app: requests whose ``Host`` is not allowed get 403; ``/ws`` goes straight to
     the gateway's endpoint (no router, no middleware wrapping ``send``, so frames can take the
-    direct write path); everything else, lifespan included, to the Starlette app."""
+    direct write path), and so do the WebSocket routes whose endpoint sets ``direct = True``
+    (relays such as ``/ws/vnc/{ticket}``); everything else, lifespan included, to the
+    Starlette app."""
 
-    def __init__(self, starlette: Starlette, ws: WebSocketEndpoint, hosts: HostCheck) -> None:
+    def __init__(
+        self,
+        starlette: Starlette,
+        ws: WebSocketEndpoint,
+        hosts: HostCheck,
+        direct: list[WebSocketRoute] | None = None,
+    ) -> None:
         self.starlette = starlette
         self.ws = ws
         self.hosts = hosts
+        self.direct = direct or []
         self.state = starlette.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -99,8 +113,17 @@ class VirtwireApp:
             await self._refuse_host(scope, receive, send)
         elif kind == "websocket" and scope["path"] == "/ws":
             await self.ws(scope, receive, send)
+        elif kind == "websocket" and (route := self._direct(scope)) is not None:
+            await route[0].endpoint({**scope, **route[1]}, receive, send)
         else:
             await self.starlette(scope, receive, send)
+
+    def _direct(self, scope: Any) -> tuple[WebSocketRoute, Any] | None:
+        for route in self.direct:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return route, child
+        return None
 
     async def _refuse_host(self, scope: Any, receive: Any, send: Any) -> None:
         self.state.gateway.log.warning("request refused: Host not allowed", host=_host(scope))

@@ -561,6 +561,9 @@ class Connection:
             self._error(
                 VirtwireError(ErrorCode.TOKEN_EXPIRED, self.gateway.catalogue("auth.expired"))
             )
+            from .consolesessions import REASON_TOKEN_EXPIRED
+
+            self.gateway.console_sessions.announce(session, REASON_TOKEN_EXPIRED)
             session.close(CloseCode.AUTH, ErrorCode.TOKEN_EXPIRED)
 
     # -- cleanup -----------------------------------------------------------------------

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,58 +54,166 @@ class VncTarget:
         return f"VncTarget(stream={self.stream!r}, password={'***' if self.password else None})"
 
 
-class SocketStream:
-    """A :class:`ByteStream` over an asyncio stream pair: what most transports need. Build it
-    with :meth:`connect` (TCP) or :meth:`from_socket` (an already connected socket, such as
-    libvirt's ``openGraphicsFD``)."""
+class _ChunkProtocol(asyncio.Protocol):
+    """Keeps received chunks as they come (no copy into a joint buffer) and stops reading
+    the socket while more than ``2 * READ_SIZE`` bytes wait to be read."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.queued = 0
+        self.eof = False
+        self.paused = False
+        self.readable: asyncio.Future[None] | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.lost = asyncio.Event()
+        #: In pipe mode: takes each chunk as it arrives; returns False when full.
+        self.sink: Callable[[bytes], bool] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is not None:
+            if not self.sink(data) and self.transport is not None and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+                self._wake()
+            return
+        self.chunks.append(data)
+        self.queued += len(data)
+        if self.queued > 2 * READ_SIZE and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.lost.set()
+        self.writable.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def _wake(self) -> None:
+        waiter, self.readable = self.readable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        while not self.chunks:
+            if self.eof:
+                return b""
+            self.readable = asyncio.get_running_loop().create_future()
+            await self.readable
+        data = self.chunks.popleft()
+        if self.chunks and len(data) < READ_SIZE:  # small pieces: hand them on together
+            parts = [data]
+            size = len(data)
+            while self.chunks and size + len(self.chunks[0]) <= READ_SIZE:
+                part = self.chunks.popleft()
+                parts.append(part)
+                size += len(part)
+            data = b"".join(parts)
+        self.queued -= len(data)
+        if self.paused and self.queued <= READ_SIZE and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+
+class SocketStream:
+    """A :class:`ByteStream` over a socket: what most transports need. Build it with
+    :meth:`connect` (TCP), :meth:`connect_unix` or :meth:`from_socket` (an already connected
+    socket, such as libvirt's ``openGraphicsFD``). Chunks are handed on as the socket gave
+    them, without copies; the socket is not read while about 512 KiB wait."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _ChunkProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    @classmethod
+    async def _open(cls, opener: Any, timeout: float) -> SocketStream:
+        transport, protocol = await asyncio.wait_for(opener(_ChunkProtocol), timeout)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(transport, protocol)
 
     @classmethod
     async def connect(cls, host: str, port: int, *, timeout: float = 10.0) -> SocketStream:
         """Connect over TCP; raises ``OSError``/``TimeoutError``."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=READ_SIZE), timeout
-        )
-        _nodelay(writer)
-        return cls(reader, writer)
+        loop = asyncio.get_running_loop()
+        return await cls._open(lambda p: loop.create_connection(p, host, port), timeout)
 
     @classmethod
-    async def from_socket(cls, sock: socket.socket) -> SocketStream:
+    async def connect_unix(cls, path: str, *, timeout: float = 10.0) -> SocketStream:
+        """Connect to a UNIX socket; raises ``OSError``/``TimeoutError``."""
+        loop = asyncio.get_running_loop()
+        return await cls._open(lambda p: loop.create_unix_connection(p, path), timeout)
+
+    @classmethod
+    async def from_socket(cls, sock: socket.socket, *, timeout: float = 10.0) -> SocketStream:
         """Adopt a connected socket (it is owned and closed by the stream)."""
         sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
-        _nodelay(writer)
-        return cls(reader, writer)
+        loop = asyncio.get_running_loop()
+        if sock.family == socket.AF_UNIX:
+            return await cls._open(lambda p: loop.create_unix_connection(p, sock=sock), timeout)
+        return await cls._open(lambda p: loop.create_connection(p, sock=sock), timeout)
 
     async def read(self) -> bytes:
+        return await self._protocol.read()
+
+    async def pipe(
+        self, sink: Callable[[bytes], bool], ready: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Hand every chunk to ``sink`` straight from the socket's callback (no task switch
+        per chunk: a relay's hot path) until the end of the stream. ``sink`` returns False
+        when its consumer is full: reading then pauses until ``ready()`` returns."""
+        proto = self._protocol
+        while proto.chunks:  # what was read before
+            chunk = proto.chunks.popleft()
+            proto.queued -= len(chunk)
+            if not sink(chunk):
+                await ready()
+        proto.sink = sink
         try:
-            return await self._reader.read(READ_SIZE)
-        except ConnectionError:
-            return b""
+            while not proto.eof:
+                if proto.paused:
+                    await ready()
+                    proto.paused = False
+                    self._transport.resume_reading()
+                    continue
+                proto.readable = asyncio.get_running_loop().create_future()
+                await proto.readable
+        finally:
+            proto.sink = None
 
     async def write(self, data: bytes) -> None:
-        if self._writer.is_closing():
+        if self._transport.is_closing():
             raise ConnectionResetError("stream closed")
-        self._writer.write(data)
-        await self._writer.drain()
+        self._transport.write(data)
+        if not self._protocol.writable.is_set():
+            await self._protocol.writable.wait()
+            if self._transport.is_closing():
+                raise ConnectionResetError("stream closed")
 
     async def close(self) -> None:
-        writer = self._writer
-        if writer.is_closing():
-            return
-        writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 2.0)
-
-
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._transport.is_closing():
+            self._transport.close()
+        with contextlib.suppress(TimeoutError):  # until the socket is really closed (bounded)
+            await asyncio.wait_for(self._protocol.lost.wait(), 2.0)
 
 
 @runtime_checkable

@@ -50,6 +50,7 @@ REASON_CLIENT = "client-disconnect"
 REASON_CONNECTION = "connection-closed"
 REASON_SHUTDOWN = "gateway-shutdown"
 REASON_REPLACED = "replaced"
+REASON_TOKEN_EXPIRED = "token-expired"
 
 
 class ConsoleSessions:
@@ -140,6 +141,16 @@ class ConsoleSessions:
         if consoles:
             await asyncio.gather(*(_close(c, reason) for c in consoles))
 
+    def announce(self, session: Session, reason: str) -> None:
+        """Tell ``session``'s client now that its consoles are about to end with ``reason``
+        (its connection is being closed, e.g. the token expired): consoles that can say so
+        (an ``announce(reason)`` method) queue their closing frame; :meth:`close_session`
+        follows."""
+        for console in self.of(session):
+            announce = getattr(console, "announce", None)
+            if announce is not None:
+                announce(reason)
+
     async def close_all(self, reason: str = REASON_SHUTDOWN) -> None:
         """End every console (the gateway is stopping)."""
         for session in list(self._by_session):
@@ -229,6 +240,7 @@ __all__ = [
     "REASON_CONNECTION",
     "REASON_REPLACED",
     "REASON_SHUTDOWN",
+    "REASON_TOKEN_EXPIRED",
     "Admitted",
     "Console",
     "ConsoleSessions",

@@ -299,11 +299,13 @@ class Gateway:
         """Close every connection with ``code`` and wait (bounded) until they are gone."""
         sessions = list(self.sessions)
         reason = self.catalogue("close.shutdown")
-        # Consoles first, while their clients can still be told (``vnc-closed``).
-        try:
-            await asyncio.wait_for(self.console_sessions.close_all(), timeout)
-        except TimeoutError:
-            self.log.warning("consoles did not close in time")
+        # Consoles first, while their clients can still be told (``vnc-closed``); without
+        # any, nothing is awaited before the connections close (their backlogs are dropped).
+        if len(self.console_sessions):
+            try:
+                await asyncio.wait_for(self.console_sessions.close_all(), timeout)
+            except TimeoutError:
+                self.log.warning("consoles did not close in time")
         for session in sessions:
             session.close(code, reason, flush=False)
         pending: list[asyncio.Future[Any]] = []

@@ -404,16 +404,30 @@ class ClientMessages:
 class Framebuffer:
     """The VM's screen in BGRX (the pixel format the gateway asks for)."""
 
-    __slots__ = ("height", "pixels", "width")
+    __slots__ = ("height", "pixels", "resizes", "width")
 
     def __init__(self, width: int, height: int) -> None:
         self.width = width
         self.height = height
         self.pixels = bytearray(width * height * 4)
+        #: How many times the screen changed size (a DesktopSize update clears it).
+        self.resizes = 0
 
     def resize(self, width: int, height: int) -> None:
         self.width, self.height = width, height
         self.pixels = bytearray(width * height * 4)
+        self.resizes += 1
+
+    async def refresh(self, stream: ByteStream, reader: Reader) -> None:
+        """Ask the server behind ``stream``/``reader`` for the whole screen and apply it;
+        again if the screen changed size meanwhile (its pixels were cleared)."""
+        while True:
+            resizes = self.resizes
+            await stream.write(update_request(False, 0, 0, self.width, self.height))
+            while await read_server_message(reader, self) != 0:
+                pass
+            if self.resizes == resizes:
+                return
 
     def _check(self, x: int, y: int, w: int, h: int) -> None:
         if x + w > self.width or y + h > self.height:

@@ -24,7 +24,9 @@ implementation) so that:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -512,6 +514,72 @@ def protocol_of(send: Any) -> WebSocketProtocol | None:
     return proto if isinstance(proto, WebSocketProtocol) else None
 
 
+def _binary_header(size: int) -> bytes:
+    if size < 126:
+        return bytes((0x82, size))
+    if size < 65536:
+        return struct.pack(">BBH", 0x82, 126, size)
+    return struct.pack(">BBQ", 0x82, 127, size)
+
+
+class BinaryWriter:
+    """Writes binary frames straight to a :class:`WebSocketProtocol`'s socket (a relay's hot
+    path): the frame header and the payload go to the transport as they are, with no frame
+    copy and no task switch. Built by :func:`binary_writer`."""
+
+    __slots__ = ("_proto",)
+
+    def __init__(self, proto: WebSocketProtocol) -> None:
+        self._proto = proto
+
+    @property
+    def closing(self) -> bool:
+        proto = self._proto
+        return bool(
+            not proto.handshake_complete
+            or proto.close_sent
+            or proto.disconnected
+            or proto.transport is None
+            or proto.transport.is_closing()
+        )
+
+    def write_now(self, data: bytes) -> bool:
+        """Write one frame now. False when the socket is full (paused: await :meth:`ready`
+        before more) or the connection closing (then nothing was written)."""
+        if self.closing:
+            return False
+        self._proto.transport.writelines((_binary_header(len(data)), data))
+        return bool(self._proto.writable.is_set())
+
+    async def ready(self) -> None:
+        """Until the socket takes more (or the connection went away)."""
+        writable = self._proto.writable
+        if not writable.is_set():
+            await writable.wait()
+
+    async def write(self, data: bytes) -> bool:
+        """Wait until the socket takes more, then write one frame; False when closing."""
+        await self.ready()
+        if self.closing:
+            return False
+        self.write_now(data)
+        return True
+
+
+def binary_writer(send: Any, write_buffer: int | None = None) -> BinaryWriter | None:
+    """A :class:`BinaryWriter` for the connection behind ``send``; None when ``send`` is not
+    a :class:`WebSocketProtocol` without extensions (use ``send`` then). ``write_buffer``: the
+    transport's high-water mark in bytes (room for a few large frames keeps the socket busy
+    instead of stopping after each; bounded all the same)."""
+    proto = protocol_of(send)
+    if proto is None or proto.transport is None or getattr(proto.conn, "extensions", None):
+        return None
+    if write_buffer is not None:
+        with contextlib.suppress(Exception):
+            proto.transport.set_write_buffer_limits(high=write_buffer, low=write_buffer // 4)
+    return BinaryWriter(proto)
+
+
 def abort_send(send: Any) -> bool:
     """Drop the TCP connection behind an ASGI ``send`` of any uvicorn protocol now. Returns
     False when there is no transport to drop."""
@@ -523,10 +591,12 @@ def abort_send(send: Any) -> bool:
 
 
 __all__ = [
+    "BinaryWriter",
     "HttpProtocol",
     "Limits",
     "WebSocketProtocol",
     "abort_send",
+    "binary_writer",
     "frame_bytes",
     "limits_of",
     "protocol_of",

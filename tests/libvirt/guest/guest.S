@@ -1,6 +1,8 @@
 # A tiny test guest: a 512-byte boot sector for SeaBIOS.
 # - prints a banner on COM1,
 # - echoes COM1 input from the UART receive interrupt (IRQ4), idling in `hlt`,
+# - draws a banner on the VGA text screen and echoes keystrokes of the PS/2 keyboard (the
+#   BIOS's IRQ1 handler queues them; int 16h reads them) to COM1 and to the screen,
 # - powers off through ACPI (PM1a control, port 0x604, S5) when the power button is pressed
 #   (the SCI, IRQ9), which is what libvirt's graceful shutdown sends.
 # Assembled with --defsym BUSY=1 it spins instead of idling (a guest that uses its vCPU).
@@ -41,7 +43,28 @@ _start:
 	mov $0x3f9, %dx			# interrupt on received data
 	mov $0x01, %al
 	out %al, %dx
+	mov $0x0003, %ax		# VGA text mode 3 (80x25), cleared
+	int $0x10
+	mov $0xb800, %ax		# row 0: the banner, white on blue
+	mov %ax, %es
+	xor %di, %di
 	mov $banner, %si
+	mov $0x1f, %ah
+	mov $80, %cx
+1:	lodsb
+	cmp $0x20, %al
+	jae 2f
+	mov $0x20, %al			# past the text (and its CR LF): spaces
+	dec %si
+2:	stosw
+	loop 1b
+	xor %ax, %ax
+	mov %ax, %es
+	mov $0x02, %ah			# cursor to row 2
+	xor %bh, %bh
+	mov $0x0200, %dx
+	int $0x10
+	mov $banner, %si		# the banner on COM1 says: ready, screen drawn
 	call puts
 	mov $0x602, %dx			# PM1a enable: power button
 	mov $0x0100, %ax
@@ -50,7 +73,7 @@ _start:
 	in %dx, %ax
 	or $1, %ax
 	out %ax, %dx
-	in $0x21, %al			# PIC: unmask IRQ2 (cascade) and IRQ4
+	in $0x21, %al			# PIC: unmask IRQ2 (cascade) and IRQ4 (SeaBIOS has IRQ1 on)
 	and $0xeb, %al
 	out %al, $0x21
 	in $0xa1, %al			# slave PIC: unmask IRQ9
@@ -62,6 +85,17 @@ idle:
 	jmp idle
 .else
 	hlt
+	mov $0x01, %ah			# a key in the BIOS keyboard buffer?
+	int $0x16
+	jz idle
+	xor %ah, %ah			# take it: %al is its character
+	int $0x16
+	test %al, %al
+	jz idle				# no character (arrows, function keys)
+	call putc			# echo to COM1
+	mov $0x0e, %ah			# and to the screen
+	mov $0x0007, %bx
+	int $0x10
 	jmp idle
 .endif
 

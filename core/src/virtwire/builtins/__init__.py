@@ -6,10 +6,11 @@ from types import ModuleType
 
 
 def builtin_plugins() -> list[tuple[str, ModuleType]]:
-    from . import subscriptions, terminal, vms
+    from . import subscriptions, terminal, vms, vnc
 
     return [
         ("virtwire.subscriptions", subscriptions),
         ("virtwire.vms", vms),
+        ("virtwire.vnc", vnc),
         ("virtwire.terminal", terminal),
     ]

@@ -46,6 +46,11 @@ def register_backends(register: Any, gateway: Any) -> None:
 
 @hookimpl
 def register_consoles(register: Any, gateway: Any) -> None:
+    from .backend import LibvirtBackend
     from .serial import SerialTransport
+    from .vnc import LibvirtVnc
 
+    for backend in gateway.backends:
+        if isinstance(backend, LibvirtBackend):
+            register(LibvirtVnc(backend, gateway))
     register(SerialTransport(gateway, gateway.plugin_config(NAME)))

@@ -139,7 +139,9 @@ class LibvirtBackend:
         started = time.monotonic()
         hold = self._hold(vm_id)
         try:
-            sample = await self.connection.call(self._act_sync, vm_id, action, force, vm_id=vm_id)
+            sample = await self.connection.call(
+                self._act_sync, vm_id, action, force, self._watching, vm_id=vm_id
+            )
         except VirtwireError:
             self._drop_waiter(vm_id, waiter)
             raise
@@ -175,12 +177,17 @@ class LibvirtBackend:
                     ),
                 ) from None
 
-    def _act_sync(self, conn: Any, vm_id: str, action: str, force: bool) -> Sample | None:
-        """The action and, in the same worker trip, the domain's counters after it."""
+    def _act_sync(
+        self, conn: Any, vm_id: str, action: str, force: bool, sample: bool
+    ) -> Sample | None:
+        """The action and, in the same worker trip, the domain's counters after it (while
+        anyone watches statuses)."""
         import libvirt
 
         dom = sampling.lookup(conn, vm_id, self.settings.vm_id)
         sampling.run_action(dom, action, force)
+        if not sample:
+            return None
         try:
             return sampling.sample(dom, self._ifaces)
         except libvirt.libvirtError:

@@ -30,6 +30,11 @@ class LibvirtSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: is declared dead (remote URIs only). 0 disables.
     keepalive_interval: int = 2
     keepalive_count: int = 3
+    #: How VNC consoles reach a domain's VNC server: ``fd`` asks libvirt for a connected
+    #: socket (``openGraphicsFD`` with skip-auth: local connections only), ``tcp`` connects
+    #: to the address and port of the domain XML (with its ``passwd``), ``auto`` uses ``fd``
+    #: on a local connection and ``tcp`` otherwise (or when libvirt refuses the socket).
+    vnc_connect: Literal["auto", "fd", "tcp"] = "auto"
     #: Threads running blocking libvirt calls.
     workers: int = 4
     #: Serial consoles (``terminal-connect`` type ``serial``): take a domain's console even
