@@ -101,10 +101,20 @@ async def open_idle(port: int, tok: str) -> IdleClient:
     return proto
 
 
-async def open_many(port: int, count: int, batch: int = 200) -> list[IdleClient]:
+async def open_many(
+    port: int, count: int, batch: int = 200, spread: float = 0.0
+) -> list[IdleClient]:
+    """``count`` connections, in batches; with ``spread``, the batches start evenly over that
+    many seconds (so that keepalive pings, which follow each connection's start, are spread
+    the same way for every server, whatever its handshake speed)."""
     tok = token()
     clients: list[IdleClient] = []
-    for start in range(0, count, batch):
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    batches = max(1, -(-count // batch))
+    for i, start in enumerate(range(0, count, batch)):
+        if spread:
+            await asyncio.sleep(max(0.0, begin + spread * i / batches - loop.time()))
         n = min(batch, count - start)
         clients += await asyncio.gather(*(open_idle(port, tok) for _ in range(n)))
     return clients
@@ -188,7 +198,7 @@ async def heartbeat_cpu(
     server = ServerProc(kind, interval, interval)
     try:
         await server.ready()
-        clients = await open_many(server.port, count)
+        clients = await open_many(server.port, count, batch=50, spread=interval)
         await asyncio.sleep(interval * 1.5)  # pings spread over the interval (not a sync point)
         before_pings = sum(c.pings for c in clients)
         cpu0, t0 = server.cpu(), time.monotonic()
