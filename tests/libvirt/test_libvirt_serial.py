@@ -133,3 +133,34 @@ async def test_console_held_by_another_client(
         finally:
             with contextlib.suppress(libvirt.libvirtError):
                 await asyncio.to_thread(other.abort)
+
+
+async def test_a_lost_libvirt_connection_ends_the_console_and_a_new_one_works(
+    libvirtd: Daemon, guest_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """libvirtd restarting under an open serial console: the stream is ended before its
+    connection goes (nothing touches a closed connection), the terminal is told, the gateway
+    keeps serving, and once the backend is back a new console works on the same guest."""
+    name = f"{PREFIX}serial-lost"
+    async with (
+        paused_domain(libvirtd, guest_images["idle"], tmp_path, name) as dom,
+        libvirt_server(uri=libvirtd.uri, reconnect_min=0.1, reconnect_max=0.5) as server,
+        server.client(server.token("alice")) as alice,
+    ):
+        first = await alice.request("terminal-connect", {"vmId": name, "type": "serial"})
+        assert first["type"] == "terminal-connect-response", first
+        await asyncio.to_thread(dom.resume)
+        await read_until(alice, BANNER_TEXT)
+        (backend,) = server.gateway.backends
+        await asyncio.to_thread(libvirtd.kill)  # the guest's QEMU keeps running
+        closed = await alice.expect("terminal-closed", timeout=20)
+        # libvirt may report the stream's end itself before the connection is retired
+        assert closed["data"]["reason"] in ("connection-lost", "vm-stopped"), closed
+        (transport,) = [t for t in server.gateway.consoles if "serial" in t.kinds]
+        assert transport.consoles == {}
+        await asyncio.to_thread(libvirtd.start)
+        await asyncio.wait_for(backend.connected.wait(), 30)
+        reply = await alice.request("terminal-connect", {"vmId": name, "type": "serial"})
+        assert reply["type"] == "terminal-connect-response", reply
+        await alice.request("terminal-input", {"vmId": name, "input": "still here"})
+        await read_until(alice, "still here")

@@ -98,6 +98,8 @@ class ConsoleStream:
         self.vm_id = vm_id
         self.taps: list[SerialTerminal] = []
         self.stream: Any = None
+        #: The libvirt connection the stream was opened on (its listener aborts the stream).
+        self.conn: Any = None
         self.ended = ""
         self._loop = asyncio.get_running_loop()
         self._send_lock = asyncio.Lock()
@@ -123,6 +125,7 @@ class ConsoleStream:
             with contextlib.suppress(Exception):
                 stream.abort()
             raise
+        self.conn = conn
         return stream
 
     async def open(self) -> None:
@@ -194,6 +197,17 @@ class ConsoleStream:
         if chunks or reason:
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 self._loop.call_soon_threadsafe(self._deliver, b"".join(chunks), reason)
+
+    def connection_going(self, conn: Any) -> None:
+        """The libvirt connection ``conn`` is about to be closed or replaced (one of its own
+        threads, every other call on it returned): end the stream opened on it first, so that
+        nothing touches a closed connection."""
+        stream = self.stream
+        if stream is None or self.conn is not conn:
+            return
+        self._close_sync(conn, stream)
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._loop.call_soon_threadsafe(self._end, "connection-lost")
 
     def _deliver(self, data: bytes, reason: str) -> None:
         if data:
@@ -282,6 +296,7 @@ class SerialTransport:
         self.log = gateway.log.bind(plugin="libvirt")
         self.consoles: dict[str, ConsoleStream] = {}
         self._backend: LibvirtBackend | None = None
+        self._unlisten: Any = None
 
     @property
     def backend(self) -> LibvirtBackend:
@@ -304,6 +319,8 @@ class SerialTransport:
     async def open_terminal(
         self, vm_id: str, kind: str, *, credentials: dict[str, Any], cols: int, rows: int
     ) -> SerialTerminal:
+        if self._unlisten is None:
+            self._unlisten = self.backend.add_connection_listener(self._connection_going)
         console = self.consoles.get(vm_id)
         if console is None:
             console = self.consoles[vm_id] = ConsoleStream(self, vm_id)
@@ -322,6 +339,11 @@ class SerialTransport:
         console.taps.append(tap)
         return tap
 
+    def _connection_going(self, conn: Any) -> None:
+        # a thread of the connection that is going; the dict may change meanwhile
+        for console in list(self.consoles.values()):
+            console.connection_going(conn)
+
     def forget(self, console: ConsoleStream) -> None:
         if self.consoles.get(console.vm_id) is console:
             del self.consoles[console.vm_id]
@@ -329,6 +351,9 @@ class SerialTransport:
     async def close(self) -> None:
         for console in list(self.consoles.values()):
             await console.close("gateway-shutdown")
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
 
 
 __all__ = ["ConsoleStream", "SerialTerminal", "SerialTransport"]
