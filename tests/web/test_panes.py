@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from conftest import Site
 from playwright.async_api import expect
+from webkit import Site
 
 
 async def test_host_charts_update(site: Site, new_page: Any) -> None:

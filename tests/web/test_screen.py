@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import PLUGINS, Site, gateway_config
 from playwright.async_api import expect
 from virtwire.testing import make_settings, run_server
+from webkit import PLUGINS, Site, gateway_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "libvirt"))
 from lv_daemon import build_guest

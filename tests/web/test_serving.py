@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PLUGINS, Site
 from playwright.async_api import expect
 from virtwire.testing import free_port, make_settings, run_server
 from virtwire_web.assets import AssetsMissing, find_assets
+from webkit import PLUGINS, Site
 
 
 async def test_every_response_allows_only_self(site: Site) -> None:

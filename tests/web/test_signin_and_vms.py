@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Site
 from playwright.async_api import expect
+from webkit import Site
 
 
 async def test_signs_in_from_the_printed_url_and_lists_vm_test(site: Site, new_page: Any) -> None:
