@@ -145,7 +145,7 @@ async def test_config_file_serve(
 ) -> None:
     config = tmp_path / "virtwire.toml"
     config.write_text('[auth]\nsecret = "env:TEST_VW_SECRET"\n[server]\nlocale = "en"\n')
-    cli_env["TEST_VW_SECRET"] = "a-long-enough-test-secret-value"
+    cli_env["TEST_VW_SECRET"] = "a-long-enough-test-secret-value-0123456789"
     async with serve(virtwire_bin, cli_env, "--config", str(config)) as served:
         assert not any("development mode" in x for x in served.banner)
         minted = await asyncio.create_subprocess_exec(

@@ -8,7 +8,7 @@ import pytest
 from virtwire.config import load_settings
 from virtwire.errors import ConfigError
 
-SECRET = "s3cret-s3cret-s3cret"
+SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -112,3 +112,15 @@ def test_bad_env_name() -> None:
 def test_locale_checked() -> None:
     with pytest.raises(ConfigError, match="locale"):
         load_settings(data={"auth": {"secret": SECRET}, "server": {"locale": "xx"}}, environ={})
+
+
+def test_hmac_secrets_must_be_as_long_as_the_hash(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 32"):
+        load_settings(write(tmp_path, '[auth]\nsecret = "sixteen-chars-xx"\n'), environ={})
+    long_enough = "x" * 32
+    assert load_settings(write(tmp_path, f'[auth]\nsecret = "{long_enough}"\n'), environ={})
+    with pytest.raises(ConfigError, match="at least 64"):
+        load_settings(
+            write(tmp_path, f'[auth]\nsecret = "{long_enough}"\nalgorithms = ["HS512"]\n'),
+            environ={},
+        )

@@ -147,7 +147,7 @@ def test_plugins_command_lists_and_survives_a_broken_plugin(
     # a config file without [plugins] enabled: every installed plugin (the embedded default
     # would load only the product's own)
     listing = tmp_path / "all.toml"
-    listing.write_text('[auth]\nsecret = "0123456789abcdef0123"\n')
+    listing.write_text('[auth]\nsecret = "0123456789abcdef0123456789abcdef"\n')
     cli_env["VIRTWIRE_CONFIG"] = str(listing)
     out = subprocess.run(
         [virtwire_bin, "plugins", "--json"], env=cli_env, capture_output=True, text=True, timeout=60
@@ -169,7 +169,7 @@ def test_plugins_command_lists_and_survives_a_broken_plugin(
     # a plugin the config asks for by name that fails to import stops `serve` with a fix
     config = tmp_path / "c.toml"
     config.write_text(
-        '[auth]\nsecret = "0123456789abcdef0123"\n[plugins]\nenabled = ["brokenplug"]\n'
+        '[auth]\nsecret = "0123456789abcdef0123456789abcdef"\n[plugins]\nenabled = ["brokenplug"]\n'
     )
     del cli_env["VIRTWIRE_CONFIG"]
     serve = subprocess.run(

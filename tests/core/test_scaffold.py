@@ -74,7 +74,7 @@ def test_generated_projects_install_are_listed_and_pass_their_tests(
 
     # with a config file (the embedded default would load only the product's plugins)
     listing = tmp_path / "listing.toml"
-    listing.write_text('[auth]\nsecret = "0123456789abcdef0123"\n')
+    listing.write_text('[auth]\nsecret = "0123456789abcdef0123456789abcdef"\n')
     listed = json.loads(
         _run(
             [str(venv / "bin" / "virtwire"), "plugins", "--json", "--config", str(listing)],

@@ -171,6 +171,11 @@ def _explain(exc: msgspec.ValidationError, root: str, source: str) -> str:
     return f"{source}: invalid value{where}: {text}"
 
 
+#: Smallest HMAC key per algorithm (RFC 7518 section 3.2: at least the hash output size; PyJWT
+#: warns below it).
+HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
 def resolve_secret(value: str, what: str = "secret") -> str:
     """Resolve a secret given directly or by reference: ``env:NAME`` or ``file:PATH``."""
     if value.startswith("env:"):
@@ -409,8 +414,13 @@ def load_settings(
     )
     if root.auth.secret is not None:
         settings.resolved_secret = resolve_secret(root.auth.secret, "auth.secret")
-        if len(settings.resolved_secret) < 16:
-            raise ConfigError(f"{source}: auth.secret is too short (use at least 16 characters)")
+        need = max((HMAC_MIN_BYTES.get(a, 0) for a in root.auth.algorithms), default=32)
+        have = len(settings.resolved_secret.encode())
+        if have < need:
+            raise ConfigError(
+                f"{source}: auth.secret is too short for {', '.join(root.auth.algorithms)}: "
+                f"{have} bytes, use at least {need} (RFC 7518 3.2: at least the hash size)"
+            )
     elif not root.auth.public_key_file:
         if source.startswith("<defaults>"):
             settings.resolved_secret = dev_secret(env)
