@@ -12,6 +12,7 @@ Reading pauses while a viewer has more than ``high_water_bytes`` waiting, so a f
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import secrets
@@ -57,7 +58,7 @@ class TermState(Enum):
     CLOSED = "closed"
 
 
-class Viewer:
+class Viewer(abc.ABC):
     """One place a terminal's output goes to. ``outbox`` is where its frames queue (the
     terminal pauses reading while it is too full); ``output`` queues one piece of text
     (``frame`` is the same piece already encoded as a ``terminal-output`` frame, or ``""``
@@ -84,11 +85,11 @@ class Viewer:
         behind (a hidden tab) must not freeze the terminal of the one using it."""
         return self.takes_output and self.mode.can_write
 
-    def output(self, text: str, frame: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def output(self, text: str, frame: str) -> None: ...
 
-    def ended(self, data: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def ended(self, data: dict[str, Any]) -> None: ...
 
 
 class ManagedTerminal:
