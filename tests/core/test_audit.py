@@ -196,3 +196,14 @@ async def test_terminal_and_its_ticket_are_recorded(tmp_path: Path) -> None:
     assert closed["reason"] == "exited" and closed["user"] == "frank"
     assert ended["sessionId"] == sid and ended["mode"] == "owner" and ended["durationMs"] > 0
     assert data["ticket"] not in path.read_text()
+
+
+async def test_path_dash_writes_to_standard_error(capfd: pytest.CaptureFixture[str]) -> None:
+    audit = AuditLog(AuditConfig(path="-", instance=""))
+    audit.start(None, None)
+    audit.record("vm-control", {"user": "gina", "vmId": "web-1", "outcome": "ok"})
+    await audit.close()
+    (line,) = [x for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
+    record = json.loads(line)
+    assert record["event"] == "vm-control" and record["user"] == "gina"
+    assert "gateway" not in record  # instance = "" leaves it out
