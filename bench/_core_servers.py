@@ -58,6 +58,7 @@ class BenchPlugin:
 
 def virtwire_app(port: int) -> Any:
     from virtwire.app import Server, create_app, uvicorn_config
+    from virtwire.log import configure as configure_logging
     from virtwire.testing import make_settings
 
     settings = make_settings(
@@ -76,6 +77,8 @@ def virtwire_app(port: int) -> Any:
             }
         }
     )
+    # logging as `virtwire serve` sets it up (unconfigured, structlog prints every line)
+    configure_logging(settings.server.log_format, settings.server.log_level)
     app = create_app(settings, plugins=[("bench", BenchPlugin())])
     return Server(uvicorn_config(app, settings, log_level="warning"))
 

@@ -34,6 +34,7 @@ class BenchPlugin:
 
 def main() -> None:
     from virtwire.app import Server, create_app, uvicorn_config
+    from virtwire.log import configure as configure_logging
     from virtwire.testing import make_settings
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -56,6 +57,8 @@ def main() -> None:
             "plugins": {"libvirt": {"stats_interval": 3600}},
         }
     )
+    # logging as `virtwire serve` sets it up (unconfigured, structlog prints every line)
+    configure_logging(settings.server.log_format, settings.server.log_level)
     app = create_app(settings, plugins=[("libvirt", virtwire_libvirt), ("bench", BenchPlugin())])
     Server(uvicorn_config(app, settings, log_level="warning")).run()
 

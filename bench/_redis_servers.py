@@ -56,6 +56,7 @@ class BenchPlugin:
 
 def main() -> None:
     from virtwire.app import Server, create_app, uvicorn_config
+    from virtwire.log import configure as configure_logging
     from virtwire.testing import make_settings
 
     port = int(sys.argv[1])
@@ -79,6 +80,8 @@ def main() -> None:
         config["plugins"] = {"redis": {"url": sys.argv[2], "prefix": sys.argv[3]}}
         plugins.append(("redis", virtwire_redis))
     settings = make_settings(config)
+    # logging as `virtwire serve` sets it up (unconfigured, structlog prints every line)
+    configure_logging(settings.server.log_format, settings.server.log_level)
     app = create_app(settings, plugins=plugins)
     Server(uvicorn_config(app, settings, log_level="warning")).run()
 

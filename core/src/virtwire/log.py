@@ -103,6 +103,9 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     ]
     structlog.configure(
         processors=[
+            # first: a call below the level (debug lines on hot paths) costs a level check,
+            # not the timestamp and the rest of the chain
+            structlog.stdlib.filter_by_level,
             *shared,
             redact,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

@@ -257,7 +257,7 @@ class VmRegistry:
             data["action"],
             force=bool(data.get("force")),
             user_id=data.get("userId"),
-            log=self.gateway.log.bind(vm=vm_id, action=data["action"], routed=True),
+            log=self.gateway.log.bind(routed=True),
         )
 
     # -- queries -----------------------------------------------------------------------
@@ -430,7 +430,7 @@ async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
             data.action,
             force=data.force,
             user_id=session.user_id,
-            log=session.log.bind(vm=data.vmId, action=data.action),
+            log=session.log,
         )
     except VmNotFound:
         broker = gateway.hub.broker
@@ -460,19 +460,21 @@ async def control_here(
     except VirtwireError as exc:
         if user_id is not None:
             gateway.vms.pending.withdraw(vm_id, event, user_id)
-        log.debug("vm-control failed", code=exc.code)
+        log.debug("vm-control failed", vm=vm_id, action=action, code=exc.code)
         raise
     except Exception as exc:
         if user_id is not None:
             gateway.vms.pending.withdraw(vm_id, event, user_id)
-        log.warning("vm-control failed", error=f"{type(exc).__name__}: {exc}")
+        log.warning(
+            "vm-control failed", vm=vm_id, action=action, error=f"{type(exc).__name__}: {exc}"
+        )
         raise VirtwireError(
             f"VM_{action.upper()}_FAILED",
             gateway.catalogue(f"vm.action_failed.{action}"),
             vm_id=vm_id,
             details=str(exc),
         ) from exc
-    log.debug("vm-control done")
+    log.debug("vm-control done", vm=vm_id, action=action)
     return {"vmId": vm_id, "action": action, "status": "success"}
 
 

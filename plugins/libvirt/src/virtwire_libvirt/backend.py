@@ -138,14 +138,32 @@ class LibvirtBackend:
             waiter = self._wait_for(vm_id, "vm-stopped")
         started = time.monotonic()
         hold = self._hold(vm_id)
+        held = [True]
+
+        def release() -> None:
+            if held[0]:
+                held[0] = False
+                self._release(vm_id, hold)
+
+        def sampled(sample: Sample | None) -> None:
+            if sample is not None:
+                self._figures(vm_id, sample)
+            release()
+
+        # The reply needs only the action; the counters after it are read in the same
+        # worker trip once the reply can go, and the VM's events wait for them (so the
+        # status they publish has fresh figures).
+        after = (self._sample_sync, sampled) if self._watching else None
         try:
-            sample = await self.connection.call(
-                self._act_sync, vm_id, action, force, self._watching, vm_id=vm_id
+            await self.connection.call(
+                self._act_sync, vm_id, action, force, vm_id=vm_id, after=after
             )
         except VirtwireError:
+            release()
             self._drop_waiter(vm_id, waiter)
             raise
         except Exception as exc:
+            release()
             self._drop_waiter(vm_id, waiter)
             raise VirtwireError(
                 f"VM_{action.upper()}_FAILED",
@@ -153,10 +171,11 @@ class LibvirtBackend:
                 vm_id=vm_id,
                 details=describe(exc),
             ) from exc
-        finally:
-            self._release(vm_id, hold)
-        if sample is not None:
-            self._figures(vm_id, sample)
+        except BaseException:  # cancelled: nothing will report for it
+            release()
+            raise
+        if after is None:
+            release()
         if action in ("restart", "reset"):
             # drivers that send no REBOOT event (the test driver) still get their
             # vm-rebooted; the pump reports one of the two when both come
@@ -177,17 +196,16 @@ class LibvirtBackend:
                     ),
                 ) from None
 
-    def _act_sync(
-        self, conn: Any, vm_id: str, action: str, force: bool, sample: bool
-    ) -> Sample | None:
-        """The action and, in the same worker trip, the domain's counters after it (while
-        anyone watches statuses)."""
-        import libvirt
-
+    def _act_sync(self, conn: Any, vm_id: str, action: str, force: bool) -> Any:
+        """The action; returns the domain (for :meth:`_sample_sync`)."""
         dom = sampling.lookup(conn, vm_id, self.settings.vm_id)
         sampling.run_action(dom, action, force)
-        if not sample:
-            return None
+        return dom
+
+    def _sample_sync(self, conn: Any, dom: Any) -> Sample | None:
+        """The domain's counters right after an action (``None`` if it is gone)."""
+        import libvirt
+
         try:
             return sampling.sample(dom, self._ifaces)
         except libvirt.libvirtError:

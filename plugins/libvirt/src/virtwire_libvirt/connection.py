@@ -61,6 +61,24 @@ MAX_DRAINING = 2
 #: (generation, vmId, kind, libvirt event, detail) of one libvirt event.
 EventItem = tuple[int, str, str, int, int]
 Listener = Callable[[Any], None]
+#: Follow-up work of a call: ``(g, cb)``, see :meth:`Link.post`.
+After = tuple[Callable[[Any, Any], Any], Callable[[Any], None]]
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """On the loop: a link thread's outcome for ``fut`` (unless its caller gave up)."""
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """From a link thread: run ``fn(*args)`` on the loop (nothing if the loop is closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
 
 
 class State(enum.Enum):
@@ -82,9 +100,9 @@ class Lost(Exception):
 class Link:
     """One opened libvirt connection and the threads that alone use it.
 
-    ``submit`` runs a call in the link's threads while the link is live; ``retire`` stops
-    new calls, and the last call to return (or a link thread, if none runs) closes the
-    connection: no call can overlap the close.
+    ``submit`` and ``post`` run a call in the link's threads while the link is live;
+    ``retire`` stops new calls, and the last call to return (or a link thread, if none runs)
+    closes the connection: no call can overlap the close.
     """
 
     def __init__(self, generation: int, workers: int) -> None:
@@ -112,7 +130,56 @@ class Link:
         except RuntimeError:  # the executor is shut down: the link is closed
             raise Retired from None
 
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[T],
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        after: After | None = None,
+    ) -> None:
+        """Run ``fn(conn, *args)`` in one of the link's threads and settle ``fut`` on
+        ``loop`` with its outcome (one hand-over, no intermediate future). With ``after =
+        (g, cb)``, once ``fut`` has its result the same thread goes on with ``g(conn,
+        result)`` and calls ``cb(what g returned, or None if it raised)`` on the loop: work
+        whose result the caller does not wait for, still counted as a call on the link."""
+        try:
+            self.executor.submit(self._run_posted, loop, fut, fn, args, after)
+        except RuntimeError:  # the executor is shut down: the link is closed
+            raise Retired from None
+
+    def _run_posted(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[T],
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        after: After | None,
+    ) -> None:
+        def follow(conn: Any, value: T) -> None:
+            _hand_over(loop, _settle, fut, True, value)
+            if after is None:
+                return
+            then, callback = after
+            out = None
+            try:
+                out = then(conn, value)
+            except Exception:  # a failed follow-up is reported as None
+                out = None
+            finally:
+                _hand_over(loop, callback, out)
+
+        try:
+            self._run(fn, args, follow)
+        except BaseException as exc:  # handed to the awaiting task
+            _hand_over(loop, _settle, fut, False, exc)
+
+    def _run(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        follow: Callable[[Any, T], None] | None = None,
+    ) -> T:
         import libvirt
 
         with self._lock:
@@ -120,14 +187,18 @@ class Link:
                 raise Retired
             self._busy += 1
         try:
-            return fn(self.conn, *args)
-        except libvirt.libvirtError as exc:
-            alive = True
-            with contextlib.suppress(Exception):
-                alive = bool(self.conn.isAlive())
-            if not alive:
-                raise Lost(describe(exc)) from exc
-            raise
+            try:
+                value = fn(self.conn, *args)
+            except libvirt.libvirtError as exc:
+                alive = True
+                with contextlib.suppress(Exception):
+                    alive = bool(self.conn.isAlive())
+                if not alive:
+                    raise Lost(describe(exc)) from exc
+                raise
+            if follow is not None:
+                follow(self.conn, value)
+            return value
         finally:
             self._leave()
 
@@ -347,15 +418,24 @@ class LibvirtConnection:
             raise self.unavailable(vm_id)
         return link
 
-    async def call(self, fn: Callable[..., T], *args: Any, vm_id: str | None = None) -> T:
+    async def call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        vm_id: str | None = None,
+        after: After | None = None,
+    ) -> T:
         """Run the blocking ``fn(conn, *args)`` on the current connection in one of its
-        threads, bounded by ``call_timeout``; calls for one ``vm_id`` run in order."""
+        threads, bounded by ``call_timeout``; calls for one ``vm_id`` run in order. With
+        ``after = (g, cb)``: see :meth:`Link.post` (the call returns before ``g`` runs;
+        ``cb`` is not called when ``fn`` fails)."""
         link = self._require(vm_id)
+        loop = asyncio.get_running_loop()
         done: asyncio.Future[None] | None = None
         prev = None
         if vm_id is not None:
             prev = self._tails.get(vm_id)
-            done = self._tails[vm_id] = asyncio.get_running_loop().create_future()
+            done = self._tails[vm_id] = loop.create_future()
         try:
             async with asyncio.timeout(self.settings.call_timeout):
                 if prev is not None and not prev.done():
@@ -363,7 +443,9 @@ class LibvirtConnection:
                     # other caller's future); a lost connection ends the wait at once
                     await asyncio.wait((prev, link.gone), return_when=asyncio.FIRST_COMPLETED)
                     link = self._require(vm_id)
-                return await asyncio.wrap_future(link.submit(fn, *args))
+                result: asyncio.Future[T] = loop.create_future()
+                link.post(loop, result, fn, args, after)
+                return await result
         except TimeoutError:
             raise self.unavailable(
                 vm_id, details=f"no answer from libvirt within {self.settings.call_timeout:g} s"
