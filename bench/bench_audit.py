@@ -5,11 +5,12 @@
    library's non-blocking logging (``logging.handlers.QueueHandler`` onto a ``QueueListener``
    with a ``FileHandler``, the JSON made on the loop as its formatter would); and how many
    records per second each writer puts in its file.
-2. ``vm-control`` round trip on libvirt's test driver with the audit stream on and off (two
-   server processes, one after the other), each next to a no-op request (``ping``) on the same
+2. ``vm-control`` round trip on libvirt's test driver with the audit stream on and off: two
+   server processes running at once, requests interleaved (off, on, on, off...) so that the
+   machine's noise falls on both alike, each next to a no-op request (``ping``) on the same
    connection (bench_libvirt.py's measure; goal there: <= +150 us over the no-op).
 
-    .venv/bin/python bench/bench_audit.py [--records 200000] [--trips 2000]
+    .venv/bin/python bench/bench_audit.py [--records 200000] [--trips 8000]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_libvirt import pct, round_trips  # noqa: E402
+from bench_libvirt import open_counter, pct, request, token  # noqa: E402
 from virtwire.audit import AuditLog  # noqa: E402
 from virtwire.config import AuditConfig  # noqa: E402
 from virtwire.testing import free_port  # noqa: E402
@@ -114,19 +115,33 @@ def start_server(audit: str) -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.05)
 
 
-def trips(audit: str, n: int) -> tuple[list[float], list[float]]:
-    proc, port = start_server(audit)
-    try:
-        return asyncio.run(round_trips(port, n))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+async def interleaved(ports: dict[str, int], n: int) -> dict[str, list[float]]:
+    """Per round, on each server (alternating which goes first): a ``ping``, a ``vm-control``."""
+    actors = {name: await open_counter(port, token("vm:control")) for name, port in ports.items()}
+    times: dict[str, list[float]] = {f"{name} {kind}": [] for name in ports for kind in "pc"}
+    names = list(ports)
+    for i in range(n):
+        action = "pause" if i % 2 == 0 else "resume"
+        for name in names if i % 2 == 0 else names[::-1]:
+            actor = actors[name]
+            t = time.perf_counter()
+            await request(actor, f'{{"type":"ping","id":{i}}}')
+            times[f"{name} p"].append(time.perf_counter() - t)
+            text = f'{{"type":"vm-control","data":{{"vmId":"test","action":"{action}"}},"id":{i}}}'
+            t = time.perf_counter()
+            await request(actor, text)
+            times[f"{name} c"].append(time.perf_counter() - t)
+    for actor in actors.values():
+        assert actor.transport is not None
+        actor.transport.close()
+    skip = n // 10  # warm-up
+    return {key: values[skip:] for key, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--trips", type=int, default=2000)
+    parser.add_argument("--trips", type=int, default=8000)
     args = parser.parse_args()
     us = 1e6
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
@@ -142,9 +157,20 @@ def main() -> None:
             print(f"{label:55} {loop_us * us:9.2f} {rate:11.0f}")
 
         audit_file = str(workdir / "server-audit.log")
-        off_noop, off_control = trips("off", args.trips)
-        on_noop, on_control = trips(audit_file, args.trips)
+        servers = {"off": start_server("off"), "on": start_server(audit_file)}
+        try:
+            times = asyncio.run(interleaved({k: v[1] for k, v in servers.items()}, args.trips))
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(30)
         written = lines(Path(audit_file))
+        off_noop, off_control, on_noop, on_control = (
+            times["off p"],
+            times["off c"],
+            times["on p"],
+            times["on c"],
+        )
     print()
     print(f"{'measure':55} {'n':>5} {'p50 us':>9} {'p99 us':>9} {'mean us':>9}")
     for label, values in (

@@ -2,23 +2,27 @@
 
 Separate from the gateway's log (which is for operating the service): every ``vm-control``,
 console and terminal opened and closed, console ticket redeemed and token refused leaves one
-record. Recording costs the event loop a tuple on a queue: a writer thread formats the time,
-serialises the record (msgspec) and appends it to the file, reopening the file when it was
-renamed or removed (logrotate without ``copytruncate``). The queue is bounded: a record that
-does not fit is counted (``virtwire_audit_dropped_total``) and the writer says how many were
-dropped in an ``audit-dropped`` record once it has caught up. Shutdown writes everything
-queued before it returns.
+record. Recording costs the event loop a tuple appended to a deque, nothing more: no lock, no
+thread woken. A writer thread wakes every ``FLUSH`` seconds (at once when the queue is half
+full), formats the times, serialises the records (msgspec) and appends them to the file in one
+write, reopening the file when it was renamed or removed (logrotate without
+``copytruncate``). Waking the writer per record would cost every request a thread switch and a
+GIL hand-over on the loop's critical path (measured: ~+190 us on a ``vm-control`` round trip),
+batching costs it nothing. The queue is bounded: a record that does not fit is counted
+(``virtwire_audit_dropped_total``) and the writer says how many were dropped in an
+``audit-dropped`` record once it has caught up. Shutdown writes everything queued before it
+returns.
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
-import queue
 import socket
 import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,21 +56,41 @@ REQUEST_ID: contextvars.ContextVar[Any] = contextvars.ContextVar(
 )
 
 #: Records written per ``write`` call at most.
-BATCH = 512
-#: Seconds the writer waits for records before it checks for drops it has not reported.
-IDLE = 1.0
-
-_STOP = object()
+BATCH = 1024
+#: Seconds between the writer's rounds (records reach the file at most this late).
+FLUSH = 0.05
 
 
-def _time(stamp: float) -> str:
-    """RFC 3339, UTC, milliseconds: ``2026-11-27T16:04:05.123Z``."""
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+class _Clock:
+    """RFC 3339 times in UTC with milliseconds (``2026-11-27T16:04:05.123Z``), the
+    seconds formatted once per second."""
+
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def __call__(self, stamp: float) -> str:
+        second = int(stamp)
+        if second != self.second:
+            self.second = second
+            self.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        return f"{self.prefix}{int((stamp - second) * 1000):03d}Z"
 
 
-def _clean(value: Any) -> Any:
+def _redacted(key: Any, value: Any) -> Any:
+    """``value`` without secrets: "[REDACTED]" for a secret-named key (``token``,
+    ``password``...), secrets inside strings (``token=...``, bearer tokens, console ticket
+    paths) replaced, one level of dict and list looked into."""
+    if str(key).lower() in _SECRET_KEYS:
+        return "[REDACTED]"
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redacted(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_text(v) if isinstance(v, str) else v for v in value]
     return value
 
 
@@ -85,7 +109,10 @@ class AuditLog:
         self.instance = config.instance if config.instance is not None else socket.gethostname()
         self._only = frozenset(config.events) if config.events else None
         self._max = config.queue_size
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: deque[tuple[float, str, dict[str, Any], bool]] = deque()
+        self._kick = threading.Event()
+        self._half = max(1, config.queue_size // 2)
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._fd = -1
         self._ident: tuple[int, int] | None = None
@@ -98,19 +125,24 @@ class AuditLog:
         self.lost = 0
         self._reported = 0
         self._encoder = msgspec.json.Encoder(enc_hook=_fallback)
+        self._clock = _Clock()
         self._error: str | None = None
         self._log: Any = None
 
     # -- the event loop's side -----------------------------------------------------------
-    def record(self, event: str, fields: dict[str, Any]) -> None:
+    def record(self, event: str, fields: dict[str, Any], *, redact: bool = False) -> None:
         """Queue one record (cheap: no formatting here). ``fields`` is kept as given: do not
-        change it afterwards."""
+        change it afterwards. ``redact``: replace values of secret-named keys and secrets in
+        strings (for fields the core did not choose itself: a plugin's)."""
         if not self.enabled or (self._only is not None and event not in self._only):
             return
-        if self._closed or self._queue.qsize() >= self._max:
+        q = self._queue
+        if self._closed or len(q) >= self._max:
             self.dropped += 1
             return
-        self._queue.put((time.time(), event, fields))
+        q.append((time.time(), event, fields, redact))
+        if len(q) >= self._half and not self._kick.is_set():
+            self._kick.set()  # half full: write now rather than at the next round
 
     def session_fields(self, session: Session | None) -> dict[str, Any]:
         """``user`` and ``address`` of a ``/ws`` connection, and the request ``id`` being
@@ -150,7 +182,8 @@ class AuditLog:
         thread = self._thread
         if thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._kick.set()
         await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
         self._thread = None
         if self._fd >= 0:
@@ -182,54 +215,42 @@ class AuditLog:
 
     def _run(self) -> None:
         q = self._queue
-        stopping = False
-        while not stopping:
-            try:
-                first = q.get(timeout=IDLE)
-            except queue.Empty:
-                self._write([])  # only reports drops, if any
-                continue
-            batch = []
-            item = first
+        while True:
+            self._kick.wait(FLUSH)
+            self._kick.clear()
+            stopping = self._stopping  # read before draining: nothing queued before is left
             while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-                if len(batch) >= BATCH:
-                    break
+                batch: list[tuple[float, str, dict[str, Any], bool]] = []
                 try:
-                    item = q.get_nowait()
-                except queue.Empty:
+                    while len(batch) < BATCH:
+                        batch.append(q.popleft())
+                except IndexError:
+                    pass
+                self._write(batch)  # an empty batch only reports drops, if any
+                if len(batch) < BATCH:
                     break
-            self._write(batch)
+            if stopping:
+                return
 
-    def _line(self, stamp: float, event: str, fields: dict[str, Any]) -> bytes:
-        record: dict[str, Any] = {"time": _time(stamp), "event": event}
+    def _line(self, stamp: float, event: str, fields: dict[str, Any], redact: bool) -> bytes:
+        record: dict[str, Any] = {"time": self._clock(stamp), "event": event}
         if self.instance:
             record["gateway"] = self.instance
         for key, value in fields.items():
-            if value is None or key in ("time", "event"):
+            if value is None or key == "time" or key == "event":
                 continue
             if key == "durationMs" and isinstance(value, float):
                 value = round(value, 3)
-            elif key.lower() in _SECRET_KEYS:
-                value = "[REDACTED]"
-            elif isinstance(value, dict):
-                value = {
-                    k: "[REDACTED]" if str(k).lower() in _SECRET_KEYS else _clean(v)
-                    for k, v in value.items()
-                }
-            else:
-                value = _clean(value)
+            elif redact:
+                value = _redacted(key, value)
             record[key] = value
         return self._encoder.encode(record) + b"\n"
 
-    def _write(self, batch: list[tuple[float, str, dict[str, Any]]]) -> None:
+    def _write(self, batch: list[tuple[float, str, dict[str, Any], bool]]) -> None:
         lines = [self._line(*item) for item in batch]
         missing = self.dropped + self.lost - self._reported
-        if missing > 0 and self._queue.qsize() == 0:  # caught up: say how many were dropped
-            lines.append(self._line(time.time(), "audit-dropped", {"count": missing}))
+        if missing > 0 and not self._queue:  # caught up: say how many were dropped
+            lines.append(self._line(time.time(), "audit-dropped", {"count": missing}, False))
         else:
             missing = 0
         if not lines:

@@ -252,7 +252,7 @@ class Gateway:
         pass secrets (keys named like ``token``, ``password``, ``ticket`` are redacted)."""
         if session is not None or "id" not in fields:
             fields = {**self.audit_log.session_fields(session), **fields}
-        self.audit_log.record(event, fields)
+        self.audit_log.record(event, fields, redact=True)
 
     # -- authorization -----------------------------------------------------------------
     def authorized(self, principal: Principal, action: str, resource: str | None) -> bool:
