@@ -1,7 +1,8 @@
 """Server for bench_libvirt.py: virtwire with the libvirt plugin on libvirt's test driver and a
 bench plugin whose ``bench-publish`` publishes one ``vm-status`` frame to the ``vm-status``
 channel (a plain publish to the same subscribers an event reaches). Run:
-``python _libvirt_server.py PORT``."""
+``python _libvirt_server.py PORT [AUDIT]`` (AUDIT: the audit file, or ``off``; default: the
+embedded default, ``audit.log`` in the state directory)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,12 @@ def main() -> None:
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    audit: dict[str, Any] = {}
+    if len(sys.argv) > 2:
+        audit = {"enabled": False} if sys.argv[2] == "off" else {"path": sys.argv[2]}
     settings = make_settings(
         {
+            "audit": audit,
             "server": {
                 "port": int(sys.argv[1]),
                 "access_log": False,

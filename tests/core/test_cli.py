@@ -129,6 +129,13 @@ async def test_embedded_default_prints_a_working_token_and_hides_it_in_logs(
     assert token not in logs and carol not in logs
     for line in served.stderr:
         json.loads(line)  # JSON logs when not on a terminal
+    # the audit stream, in the state directory as the banner says, has carol's attempt
+    audit = Path(cli_env["VIRTWIRE_STATE_DIR"]) / "audit.log"
+    assert f"audit records: {audit}" in served.banner
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    controls = [r for r in records if r["event"] == "vm-control"]
+    assert [(r["user"], r["outcome"]) for r in controls] == [("carol", "FORBIDDEN")]
+    assert token not in audit.read_text() and carol not in audit.read_text()
 
 
 async def test_sigterm_closes_clients_with_1001(virtwire_bin: str, cli_env: dict[str, str]) -> None:

@@ -7,7 +7,13 @@ import re
 from pathlib import Path
 
 from virtwire import hookspecs
-from virtwire.config import AuthConfig, ConsolesConfig, ServerConfig, TerminalConfig
+from virtwire.config import (
+    AuditConfig,
+    AuthConfig,
+    ConsolesConfig,
+    ServerConfig,
+    TerminalConfig,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = (ROOT / "docs" / "plugins.md").read_text()
@@ -38,6 +44,6 @@ def test_every_hook_has_a_test() -> None:
 
 
 def test_every_config_key_is_documented() -> None:
-    for struct in (ServerConfig, AuthConfig, ConsolesConfig, TerminalConfig):
+    for struct in (ServerConfig, AuthConfig, ConsolesConfig, TerminalConfig, AuditConfig):
         for field in struct.__struct_fields__:
             assert f"| `{field}` |" in CONFIG_DOC, f"docs/configuration.md lacks {field}"

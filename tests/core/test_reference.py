@@ -30,6 +30,7 @@ WITH_ALL = (
     "virtwire.consolesessions",
     "virtwire.tickets",
     "virtwire.testing",
+    "virtwire.audit",
 )
 #: Plugin-facing names of modules that are mostly the core's own.
 CHOSEN = {

@@ -234,6 +234,25 @@ async def test_binary_endpoint_and_ticket_refusals(guest: Guest) -> None:
                 while True:
                     await ws.recv()
             assert ws.close_code == 1000
+        # the audit stream: every redemption with its outcome, the console's open and close
+        redeemed = await server.audit_records("ticket-redeem", count=6)
+        assert [(r.get("user"), r["outcome"]) for r in redeemed] == [
+            ("tester", "ok"),
+            (None, "TICKET_USED"),
+            (None, "TICKET_UNKNOWN"),
+            (None, "TICKET_EXPIRED"),
+            ("mallory", "TICKET_FORBIDDEN"),
+            ("tester", "ok"),
+        ]
+        assert all(r["kind"] == "vnc" for r in redeemed) and redeemed[0]["vmId"] == VM
+        opened = await server.audit_records("console-open", count=4)
+        assert len(opened) == 4  # the first connect and the three for a new ticket
+        assert all(r["outcome"] == "ok" and r["vmId"] == VM for r in opened)
+        (closed,) = await server.audit_records("console-close")
+        assert closed["reason"] == "client-disconnect" and closed["user"] == "tester"
+        assert len(await server.audit_records("endpoint-close", count=2)) == 2
+        path = server.gateway.audit_log.path
+        assert path is not None and ticket["ticket"] not in path.read_text()
 
 
 async def test_vnc_closed_when_the_vnc_server_goes_away(guest: Guest) -> None:

@@ -105,4 +105,14 @@ async def test_vm_control_sent_to_c_runs_on_the_owner_a(redis_server: RedisServe
             assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE"
             reply = await alice.request("vm-control", {"vmId": "nope", "action": "start"})
             assert reply["type"] == "error" and reply["data"]["code"] == "VM_NOT_FOUND"
+        # the audit stream: recorded once, by the gateway the caller is connected to
+        records = await c.audit_records("vm-control", count=2)
+        assert [(r["user"], r["vmId"], r["action"], r["outcome"]) for r in records] == [
+            ("alice", "alpha", "pause", "ok"),
+            ("alice", "nope", "start", "VM_NOT_FOUND"),
+        ]
+        assert "backend" not in records[0]  # another gateway's backend ran it
+        a.gateway.audit("marker")  # written after anything A recorded before
+        await a.audit_records("marker")
+        assert await a.audit_records("vm-control", count=0) == []
         assert a.gateway.hub.broker is not None

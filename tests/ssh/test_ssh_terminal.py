@@ -212,6 +212,18 @@ async def test_password_auth_and_wrong_password(tmp_path: Path) -> None:
             await client.request("terminal-input", {"vmId": "vm-1", "input": "exit 3\r"})
             closed = await client.expect("terminal-closed")
             assert closed["data"]["exitStatus"] == 3
+            # the audit stream: both attempts, as which login, and the end; no password
+            opened = await server.audit_records("terminal-open", count=2)
+            assert [(r["user"], r["login"], r["type"], r["outcome"]) for r in opened] == [
+                ("tester", "alice", "ssh", "TERMINAL_AUTH_FAILED"),
+                ("tester", "alice", "ssh", "ok"),
+            ]
+            (ended,) = await server.audit_records("terminal-close")
+            assert ended["sessionId"] == opened[1]["sessionId"] == ok["data"]["sessionId"]
+            assert ended["exitStatus"] == 3 and ended["vmId"] == "vm-1"
+            path = server.gateway.audit_log.path
+            assert path is not None
+            assert "horse" not in path.read_text()
 
 
 async def test_unreachable_port_names_the_address(tmp_path: Path) -> None:
@@ -295,6 +307,10 @@ async def test_credentials_never_reach_the_logs(
                 with contextlib.suppress(ConnectionClosed):
                     while True:
                         await asyncio.wait_for(raw.recv(), 10)
+            await server.audit_records("endpoint-close")
+            audit_path = server.gateway.audit_log.path
+            assert audit_path is not None
+            audit = audit_path.read_text()
     server_records = [  # the gateway's, uvicorn's and asyncssh's (not the test client's)
         r.getMessage()
         for r in caplog.records
@@ -305,6 +321,7 @@ async def test_credentials_never_reach_the_logs(
     key_body = sshd.client_key.splitlines()[1]
     for secret in (secret_password, key_body, ticket):  # ...without their secrets
         assert secret not in logs
+        assert secret not in audit  # nor in the audit stream
 
 
 async def test_known_hosts_default_to_the_plugin_state_directory() -> None:

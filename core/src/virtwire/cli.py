@@ -47,6 +47,11 @@ def _serve(args: argparse.Namespace) -> int:
             or "none installed"
         ),
     ]
+    if settings.audit.enabled:
+        from .audit import audit_path
+
+        where = audit_path(settings.audit, gateway.state_dir())
+        lines.append(f"audit records: {where if where is not None else 'standard error'}")
     if settings.dev_secret:
         token = gateway.auth.mint("dev", SCOPES, ttl=args.token_ttl)
         lines += [

@@ -6,6 +6,7 @@ Layout::
     [auth]    secret | public_key_file, algorithms, audience, issuer, auth_timeout, ...
     [terminal] detach_timeout, scrollback_bytes, ...
     [consoles] ticket_ttl, max_per_connection, max_per_user, send_window_bytes
+    [audit]   enabled, path, events, instance, queue_size
     [plugins] enabled = [...]          # default: every installed plugin
     [plugins.NAME]                     # validated by plugin NAME
 
@@ -118,11 +119,28 @@ class ConsolesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     send_window_bytes: int = 1024 * 1024
 
 
+class AuditConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The ``[audit]`` section: the audit stream (docs/audit.md)."""
+
+    #: Write the audit stream.
+    enabled: bool = True
+    #: The file records are appended to; None: ``audit.log`` in the state directory;
+    #: ``"-"``: standard error.
+    path: str | None = None
+    #: Events to record (e.g. ``["vm-control"]``); empty: every event.
+    events: list[str] = msgspec.field(default_factory=list)
+    #: Written as ``gateway`` in every record; None: the host name; "": left out.
+    instance: str | None = None
+    #: Records waiting for the writer at most; more are dropped and counted.
+    queue_size: int = 10000
+
+
 class _Root(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     terminal: TerminalConfig = msgspec.field(default_factory=TerminalConfig)
     consoles: ConsolesConfig = msgspec.field(default_factory=ConsolesConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     plugins: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -133,6 +151,7 @@ class Settings(msgspec.Struct, kw_only=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     terminal: TerminalConfig = msgspec.field(default_factory=TerminalConfig)
     consoles: ConsolesConfig = msgspec.field(default_factory=ConsolesConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     #: Plugin names from ``[plugins] enabled``; None means every installed plugin.
     enabled_plugins: list[str] | None = None
     #: Raw ``[plugins.NAME]`` tables, validated by :meth:`plugin`.
@@ -161,7 +180,7 @@ def _explain(exc: msgspec.ValidationError, root: str, source: str) -> str:
     path = root
     match = re.search(r" - at `\$(.*)`$", text)
     if match:
-        path = root + match.group(1)
+        path = (root + match.group(1)).lstrip(".")
         text = text[: match.start()]
     unknown = re.match(r"Object contains unknown field `(.+)`", text)
     if unknown:
@@ -338,6 +357,13 @@ def _check_consoles(consoles: ConsolesConfig, source: str) -> None:
         raise ConfigError(f"{source}: consoles.send_window_bytes must be at least 65536")
 
 
+def _check_audit(audit: AuditConfig, source: str) -> None:
+    if audit.queue_size < 1:
+        raise ConfigError(f"{source}: audit.queue_size must be at least 1")
+    if not all(isinstance(e, str) and e for e in audit.events):
+        raise ConfigError(f"{source}: audit.events must be a list of event names")
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -402,12 +428,14 @@ def load_settings(
     _check_auth(root.auth, source)
     _check_terminal(root.terminal, source)
     _check_consoles(root.consoles, source)
+    _check_audit(root.audit, source)
 
     settings = Settings(
         server=root.server,
         auth=root.auth,
         terminal=root.terminal,
         consoles=root.consoles,
+        audit=root.audit,
         enabled_plugins=enabled,
         plugin_sections=sections,
         source=source,

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from .audit import REQUEST_ID
 from .errors import CloseCode, ErrorCode, VirtwireError, invalid_field
 from .protocol import Frame, convert_data, decode_frame, encode_error, salvage_id
 from .session import Session, State
@@ -441,6 +442,7 @@ class Connection:
 
     async def _dispatch(self, handler: MessageHandler, frame: Frame) -> None:
         session = self.session
+        REQUEST_ID.set(frame.id)  # for the audit stream's records of this request
         try:
             session.require(handler.scope)
             data = (
@@ -484,6 +486,16 @@ class Connection:
             message = text("auth.failed", reason=exc.message)
         error = VirtwireError(exc.code, message, details={"reason": exc.message})
         session.log.info("authentication failed", code=exc.code, reason=exc.message)
+        self.gateway.audit_log.record(
+            "auth-refused",
+            {
+                "user": session.user_id,
+                "address": session.client,
+                "id": id_,
+                "outcome": exc.code,
+                "reason": exc.message,
+            },
+        )
         self._error(error, id_)
         if session.state is not State.OPEN:
             session.close(CloseCode.AUTH, exc.code)

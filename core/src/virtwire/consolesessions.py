@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .connection import header, origin_allowed, token_from_scope
+from .connection import client_address, header, origin_allowed, token_from_scope
 from .errors import CloseCode, ErrorCode, VirtwireError
 from .tickets import Ticket, TicketError
 
@@ -178,13 +178,15 @@ async def _close(console: Console, reason: str) -> None:
 
 
 class Admitted:
-    """A redeemed ticket and the subprotocol to accept the WebSocket with."""
+    """A redeemed ticket, the subprotocol to accept the WebSocket with and the client's
+    address (``IP:port``)."""
 
-    __slots__ = ("subprotocol", "ticket")
+    __slots__ = ("address", "subprotocol", "ticket")
 
-    def __init__(self, ticket: Ticket, subprotocol: str | None) -> None:
+    def __init__(self, ticket: Ticket, subprotocol: str | None, address: str | None = None) -> None:
         self.ticket = ticket
         self.subprotocol = subprotocol
+        self.address = address
 
 
 async def accept_ticket(
@@ -216,8 +218,9 @@ async def accept_ticket(
     if subprotocol:
         accept["subprotocol"] = subprotocol
     await send(accept)
+    address = client_address(scope)
+    user_id = None
     try:
-        user_id = None
         token = token_from_scope(scope)
         if token:
             user_id = gateway.auth.verify(token).user_id
@@ -228,11 +231,26 @@ async def accept_ticket(
             if exc.code in (ErrorCode.AUTH_FAILED, ErrorCode.TOKEN_EXPIRED)
             else (CloseCode.POLICY_VIOLATION)
         )
-        gateway.log.info("console ticket refused", kind=kind, code=exc.code)
+        gateway.log.debug("console ticket refused", kind=kind, code=exc.code)
+        gateway.audit_log.record(
+            "ticket-redeem",
+            {"user": user_id, "address": address, "kind": kind, "outcome": exc.code},
+        )
         with contextlib.suppress(OSError, RuntimeError):
             await send({"type": "websocket.close", "code": code, "reason": f"{exc.code}: {exc}"})
         return None
-    return Admitted(ticket, subprotocol)
+    gateway.audit_log.record(
+        "ticket-redeem",
+        {
+            "user": ticket.user_id,
+            "address": address,
+            "kind": kind,
+            "vmId": getattr(ticket.target, "vm_id", None),
+            "sessionId": getattr(ticket.target, "id", None) if kind == "terminal" else None,
+            "outcome": "ok",
+        },
+    )
+    return Admitted(ticket, subprotocol, address)
 
 
 __all__ = [

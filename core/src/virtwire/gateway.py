@@ -14,6 +14,7 @@ import msgspec
 from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket
 
+from .audit import AuditLog, audit_path
 from .auth import Authenticator, Principal
 from .backends import HypervisorBackend
 from .broker import Broker
@@ -42,6 +43,8 @@ class Gateway:
         self.catalogue = Catalogue(settings.server.locale)
         self.auth = Authenticator(settings)
         self.hub = Hub(settings.server.history_size)
+        #: The audit stream (``virtwire.audit``): plugins write to it with :meth:`audit`.
+        self.audit_log = AuditLog(settings.audit)
         #: Token expiry of every ``/ws`` connection, on one timer.
         self.expiry = ExpirySweep()
         self.plugins = PluginManager(log)
@@ -61,6 +64,7 @@ class Gateway:
         #: Terminal sessions (``virtwire.terminals``), by ``sessionId``.
         self.terminals = TerminalManager(settings.terminal, log, self.catalogue)
         self.terminals.on_end.append(self.tickets.revoke)
+        self.terminals.audit = self.audit_log
         #: Open consoles of every connection: limits, tickets, cleanup
         #: (``virtwire.consolesessions``).
         self.console_sessions = ConsoleSessions(self)
@@ -239,6 +243,17 @@ class Gateway:
                 self.hub.broker = broker
                 self.owners["broker"] = plugin
 
+    # -- audit ---------------------------------------------------------------------------
+    def audit(self, event: str, /, session: Session | None = None, **fields: Any) -> None:
+        """Add a record to the audit stream (docs/audit.md): ``event`` (a short name such as
+        ``"snapshot-create"``) and ``fields`` (JSON values; None values are left out). With
+        ``session`` (a ``/ws`` connection), its ``user`` and ``address`` and the request's
+        ``id`` are added. Cheap: the record is queued and written by another thread. Never
+        pass secrets (keys named like ``token``, ``password``, ``ticket`` are redacted)."""
+        if session is not None or "id" not in fields:
+            fields = {**self.audit_log.session_fields(session), **fields}
+        self.audit_log.record(event, fields, redact=True)
+
     # -- authorization -----------------------------------------------------------------
     def authorized(self, principal: Principal, action: str, resource: str | None) -> bool:
         if not self.pm_has_authorize:
@@ -273,6 +288,9 @@ class Gateway:
     async def startup(self) -> None:
         from .builtins.vms import VmRegistry
 
+        audit = self.settings.audit
+        if audit.enabled:
+            self.audit_log.start(audit_path(audit, self.state_dir()), self.log)
         self.vms = VmRegistry(self)
         if self.hub.broker is not None:
             await self.hub.broker.start(self.hub)
@@ -335,4 +353,5 @@ class Gateway:
             await self.vms.close()
         if self.hub.broker is not None:
             await self.hub.broker.close()
+        await self.audit_log.close()
         self.started = False

@@ -177,6 +177,19 @@ class _StateCollector:
             backends.add_metric([getattr(backend, "name", "?")], 0 if backend in down else 1)
         yield backends
 
+        audit = gateway.audit_log
+        records = CounterMetricFamily(
+            "virtwire_audit_records", "Records written to the audit stream (docs/audit.md)"
+        )
+        records.add_metric([], audit.records)
+        yield records
+        dropped = CounterMetricFamily(
+            "virtwire_audit_dropped",
+            "Audit records lost: the writer's queue was full, or the file could not be written",
+        )
+        dropped.add_metric([], audit.dropped + audit.lost)
+        yield dropped
+
         consoles = GaugeMetricFamily("virtwire_console_sessions", "Open console sessions")
         consoles.add_metric([], len(gateway.console_sessions))
         yield consoles

@@ -16,6 +16,7 @@ import abc
 import asyncio
 import contextlib
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from enum import Enum, StrEnum
@@ -28,6 +29,7 @@ from .protocol import encode
 from .termio import OutputDecoder, Scrollback, pieces
 
 if TYPE_CHECKING:
+    from .audit import AuditLog
     from .config import TerminalConfig
 
 #: Most bytes asked of a transport per read.
@@ -116,6 +118,7 @@ class ManagedTerminal:
         self.cols = cols
         self.rows = rows
         self.state = TermState.OPEN
+        self.opened = time.monotonic()
         self.viewers: list[Viewer] = []
         self.scrollback = Scrollback(config.scrollback_bytes)
         self.allow_writers = False
@@ -325,7 +328,7 @@ class ManagedTerminal:
         for viewer in viewers:
             viewer.terminal = None
             viewer.ended(data)
-        self.manager.log.info(
+        self.manager.log.debug(
             "terminal closed",
             session=self.id,
             vm=self.vm_id,
@@ -333,6 +336,20 @@ class ManagedTerminal:
             reason=reason,
             exit_status=self.exit_status,
         )
+        audit = self.manager.audit
+        if audit is not None:
+            audit.record(
+                "terminal-close",
+                {
+                    "user": self.user_id,
+                    "vmId": self.vm_id,
+                    "type": self.kind,
+                    "sessionId": self.id,
+                    "reason": reason,
+                    "exitStatus": self.exit_status,
+                    "durationMs": (time.monotonic() - self.opened) * 1000,
+                },
+            )
         self._closing = asyncio.ensure_future(self._close_transport())
         self.manager.closing.add(self._closing)
         self._closing.add_done_callback(self.manager.closing.discard)
@@ -365,6 +382,8 @@ class TerminalManager:
         self.closing: set[asyncio.Task[None]] = set()
         #: Called with every terminal that ends (e.g. to revoke its tickets).
         self.on_end: list[Callable[[ManagedTerminal], object]] = []
+        #: Where ``terminal-close`` records go (the gateway's audit stream).
+        self.audit: AuditLog | None = None
 
     def __len__(self) -> int:
         return len(self.terminals)
@@ -383,7 +402,7 @@ class TerminalManager:
             self, term, vm_id=vm_id, kind=kind, user_id=user_id, cols=cols, rows=rows
         )
         self.terminals[managed.id] = managed
-        self.log.info("terminal opened", session=managed.id, vm=vm_id, kind=kind, user=user_id)
+        self.log.debug("terminal opened", session=managed.id, vm=vm_id, kind=kind, user=user_id)
         return managed
 
     def count(self, user_id: str) -> int:

@@ -234,6 +234,38 @@ class RunningServer:
     ) -> str:
         return self.gateway.auth.mint(sub, scopes, ttl=ttl, vms=vms, extra=extra)
 
+    async def audit_records(
+        self,
+        event: str | None = None,
+        *,
+        count: int = 1,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> list[dict[str, Any]]:
+        """The records of the audit stream's file (those of ``event`` for which ``where`` is
+        true), once at least ``count`` of them are written; ``TimeoutError`` after
+        ``timeout`` seconds."""
+        path = self.gateway.audit_log.path
+        if path is None:
+            raise RuntimeError("the audit stream is off or goes to standard error")
+
+        def matching() -> list[dict[str, Any]]:
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:
+                return []
+            records = [msgspec.json.decode(line) for line in lines if line]
+            return [
+                r
+                for r in records
+                if (event is None or r.get("event") == event) and (where is None or where(r))
+            ]
+
+        async with asyncio.timeout(timeout):
+            while len(found := matching()) < count:  # noqa: ASYNC110 (written by a thread)
+                await asyncio.sleep(0.01)
+        return found
+
     @contextlib.asynccontextmanager
     async def client(
         self,

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import enum
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,7 @@ class VncConsole:
         self.transport = transport
         self.init = init
         self.state = State.OPEN
+        self.opened = time.monotonic()
         self._stream: ByteStream = target.stream
         self._reader = reader
         self._client = rfb.ClientMessages()
@@ -408,7 +410,18 @@ class VncConsole:
         await self._drop_shot()
         if reason not in (REASON_CLIENT, REASON_CONNECTION) and not self._announced:
             self.session.send("vnc-closed", {"vmId": self.vm_id, "reason": reason})
-        self.log.info("vnc console closed", reason=reason)
+        self.log.debug("vnc console closed", reason=reason)
+        self.session.gateway.audit_log.record(
+            "console-close",
+            {
+                "user": self.session.user_id,
+                "address": self.session.client,
+                "vmId": self.vm_id,
+                "kind": self.kind,
+                "reason": reason,
+                "durationMs": (time.monotonic() - self.opened) * 1000,
+            },
+        )
 
 
 __all__ = ["VncConsole", "WebSocketStream", "open_rfb"]

@@ -106,9 +106,10 @@ class TerminalEndpoint:
             return writer
 
         gateway.closers.add(closer)
-        gateway.log.info(
+        gateway.log.debug(
             "terminal endpoint opened", session=terminal.id, user=ticket.user_id, mode=mode.value
         )
+        opened = time.monotonic()
         terminal.attach(viewer)
         try:
             await self._read(viewer, terminal, receive, writer)
@@ -122,7 +123,19 @@ class TerminalEndpoint:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, OSError):
                     await asyncio.wait_for(asyncio.shield(writer), 2.0)
             writer.cancel()
-            gateway.log.info("terminal endpoint closed", session=terminal.id)
+            gateway.log.debug("terminal endpoint closed", session=terminal.id)
+            gateway.audit_log.record(
+                "endpoint-close",
+                {
+                    "user": ticket.user_id,
+                    "address": admitted.address,
+                    "kind": "terminal",
+                    "vmId": terminal.vm_id,
+                    "sessionId": terminal.id,
+                    "mode": mode.value,
+                    "durationMs": (time.monotonic() - opened) * 1000,
+                },
+            )
 
     async def _read(
         self,

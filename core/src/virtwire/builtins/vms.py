@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..backends import ACTION_EVENTS, Action, HypervisorBackend, VmId, VmStatus
-from ..errors import BackendUnavailable, VirtwireError, VmNotFound
+from ..errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound
 from ..hookspecs import hookimpl
 from ..protocol import convert_data, to_builtins
 from ..topics import Subscription
@@ -459,7 +460,7 @@ async def control_here(
     except VirtwireError as exc:
         if user_id is not None:
             gateway.vms.pending.withdraw(vm_id, event, user_id)
-        log.info("vm-control failed", vm=vm_id, action=action, code=exc.code)
+        log.debug("vm-control failed", vm=vm_id, action=action, code=exc.code)
         raise
     except Exception as exc:
         if user_id is not None:
@@ -477,6 +478,37 @@ async def control_here(
     return {"vmId": vm_id, "action": action, "status": "success"}
 
 
+async def audited_vm_control(session: Session, data: VmControl) -> dict[str, Any]:
+    """``vm-control`` with its record in the audit stream: once, on the gateway the client
+    is connected to (a control another gateway runs through the broker is recorded here),
+    for success and for every refusal or failure (the error code)."""
+    start = time.perf_counter()
+    outcome = "cancelled"
+    try:
+        result = await vm_control(session, data)
+        outcome = "ok"
+        return result
+    except VirtwireError as exc:
+        outcome = exc.code
+        raise
+    except Exception:
+        outcome = ErrorCode.INTERNAL_ERROR
+        raise
+    finally:
+        gateway = session.gateway
+        audit = gateway.audit_log
+        if audit.enabled:
+            fields = audit.session_fields(session)
+            backend = gateway.vms.owner.get(data.vmId)
+            fields["vmId"] = data.vmId
+            fields["backend"] = getattr(backend, "name", None)
+            fields["action"] = data.action
+            fields["force"] = data.force
+            fields["outcome"] = outcome
+            fields["durationMs"] = (time.perf_counter() - start) * 1000
+            audit.record("vm-control", fields)
+
+
 @hookimpl
 def register_topics(register: Any, gateway: Gateway) -> None:
     register(VmStatusTopic("vm-status", gateway))
@@ -485,4 +517,5 @@ def register_topics(register: Any, gateway: Gateway) -> None:
 
 @hookimpl
 def register_handlers(register: Any, gateway: Gateway) -> None:
-    register("vm-control", vm_control, scope="vm:control", schema=VmControl, concurrent=True)
+    # The scope is checked by the handler (``session.require``), so that a refusal is audited.
+    register("vm-control", audited_vm_control, schema=VmControl, concurrent=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -91,6 +92,30 @@ def _reply(session: Session, console: VncConsole) -> dict[str, Any]:
 
 
 async def vnc_connect(session: Session, data: VncConnect) -> dict[str, Any]:
+    """``vnc-connect``, recorded in the audit stream (``console-open``)."""
+    start = time.perf_counter()
+    outcome = "cancelled"
+    try:
+        reply = await _vnc_connect(session, data)
+        outcome = "ok"
+        return reply
+    except VirtwireError as exc:
+        outcome = exc.code
+        raise
+    except Exception:
+        outcome = ErrorCode.INTERNAL_ERROR
+        raise
+    finally:
+        audit = session.gateway.audit_log
+        fields = audit.session_fields(session)
+        fields["vmId"] = data.vmId
+        fields["kind"] = KIND
+        fields["outcome"] = outcome
+        fields["durationMs"] = (time.perf_counter() - start) * 1000
+        audit.record("console-open", fields)
+
+
+async def _vnc_connect(session: Session, data: VncConnect) -> dict[str, Any]:
     gateway = session.gateway
     vm_id = data.vmId
     session.require(SCOPE, vm_id=vm_id)
@@ -107,7 +132,7 @@ async def vnc_connect(session: Session, data: VncConnect) -> dict[str, Any]:
             raise VirtwireError(ErrorCode.VNC_NOT_READY, "connection closing", vm_id=vm_id)
         gateway.console_sessions.add(session, console)
     console.start()
-    console.log.info(
+    console.log.debug(
         "vnc console opened", transport=transport.name, size=f"{init.width}x{init.height}"
     )
     return _reply(session, console)
@@ -210,8 +235,21 @@ class VncEndpoint:
             return
         console = admitted.ticket.target
         assert isinstance(console, VncConsole)
-        console.log.info("vnc browser attached", subprotocol=admitted.subprotocol)
-        await console.serve_browser(receive, send)
+        console.log.debug("vnc browser attached", subprotocol=admitted.subprotocol)
+        start = time.monotonic()
+        try:
+            await console.serve_browser(receive, send)
+        finally:
+            self.gateway.audit_log.record(
+                "endpoint-close",
+                {
+                    "user": admitted.ticket.user_id,
+                    "address": admitted.address,
+                    "kind": KIND,
+                    "vmId": console.vm_id,
+                    "durationMs": (time.monotonic() - start) * 1000,
+                },
+            )
 
 
 @hookimpl
