@@ -168,11 +168,21 @@ class AuditLog:
             try:
                 self._open()
             except OSError as exc:
-                raise ConfigError(
-                    f"audit.path: cannot open {self.path}: {exc.strerror or exc}"
-                ) from None
+                raise _unusable(self.path, exc) from None
         self._thread = threading.Thread(target=self._run, name="virtwire-audit", daemon=True)
         self._thread.start()
+
+    def check(self, path: Path | None) -> None:
+        """Raise ``ConfigError`` now if ``path`` cannot be opened for appending (creating it,
+        mode 0600, if missing): the app factory's early check, so that ``virtwire serve`` says
+        so before it starts."""
+        if not self.enabled or path is None:
+            return
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            raise _unusable(path, exc) from None
 
     async def close(self, timeout: float = 10.0) -> None:
         """Write everything queued, then stop the writer and close the file."""
@@ -276,6 +286,11 @@ class AuditLog:
         self._error = None
         self.records += len(lines)
         self._reported += missing
+
+
+def _unusable(path: Path, exc: OSError) -> ConfigError:
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return ConfigError(f"audit.path: cannot open {path}: {exc.strerror or exc}{where}")
 
 
 def audit_path(config: AuditConfig, state_dir: Path) -> Path | None:
