@@ -14,6 +14,9 @@ implementation) so that:
   frame in time is dropped (``transport.abort()``), whatever is still buffered for it;
 - a frame over the protocol's hard size cap gets an error frame before its 1009 close, and a
   text frame that is not UTF-8 is closed with 1007 without an error-level traceback;
+- keepalive pings and pong deadlines of every connection run from one timer per loop
+  (:mod:`virtwire.keepalive`) instead of two timers per connection: pings due in the same
+  quarter second go out in one wake-up of the loop;
 - :meth:`WebSocketProtocol.write_text` writes a text frame straight to the transport while
   the connection is open, writable and idle (see :mod:`virtwire.hub`); whether it may is one
   flag, kept up to date on every state change instead of re-checked per write. Frames for one
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +38,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
+
+from .keepalive import Keepalive, keepalive_for, tick_for
 
 log = logging.getLogger("virtwire.wire")
 
@@ -394,9 +400,55 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
 
+    # -- keepalive: deadlines in the loop's shared Keepalive, not two timers each --------
+    keepalive_slot: int | None = None
+    #: The pending deadline is the pong's (else: the next ping).
+    _awaiting_pong = False
+
+    def _keepalive(self) -> Keepalive:
+        assert self.ping_interval is not None
+        return keepalive_for(self.loop, tick_for(self.ping_interval))
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval is not None and self.ping_interval > 0:
+            self._awaiting_pong = False
+            self._keepalive().at(self, self.loop.time() + self.ping_interval)
+
+    def stop_keepalive(self) -> None:
+        if self.keepalive_slot is not None:
+            self._keepalive().cancel(self)
+        self.pending_ping_payload = None
+
+    def keepalive_due(self) -> None:
+        if self._awaiting_pong:
+            self.keepalive_timeout()
+        else:
+            self.send_keepalive_ping()
+
     def send_keepalive_ping(self) -> None:
+        if self._close_sent or self._disconnected or self.transport.is_closing():
+            return
         self.flush()
-        super().send_keepalive_ping()
+        self.pending_ping_payload = random.getrandbits(32).to_bytes(4, "big")
+        now = self.ping_sent_at = self.loop.time()
+        self.conn.send_ping(self.pending_ping_payload)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.ping_timeout is not None:
+            self._awaiting_pong = True
+            self._keepalive().at(self, now + self.ping_timeout)
+        else:
+            self._keepalive().at(self, now + (self.ping_interval or 0.0))
+
+    def handle_pong(self, event: Frame) -> None:
+        payload = self.pending_ping_payload
+        if payload is None or bytes(event.data) != payload:
+            return  # unsolicited, or the answer to an earlier ping
+        self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+        self.pending_ping_payload = None
+        if self._awaiting_pong:
+            self._awaiting_pong = False
+            # the next ping one interval after this one was sent
+            self._keepalive().at(self, self.ping_sent_at + (self.ping_interval or 0.0))
 
     # -- close deadlines -------------------------------------------------------------------
     def _arm_abort(self) -> None:
@@ -493,8 +545,15 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._after()
 
     def keepalive_timeout(self) -> None:
+        self._awaiting_pong = False
+        self.pending_ping_payload = None
+        if self._close_sent or self._disconnected or self.transport.is_closing():
+            return
         self.flush()
-        super().keepalive_timeout()
+        self.conn.fail(1011, "keepalive ping timeout")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
         self._after()
 
     def shutdown(self) -> None:
