@@ -16,6 +16,7 @@ returns.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import os
 import socket
@@ -187,8 +188,6 @@ class AuditLog:
 
     async def close(self, timeout: float = 10.0) -> None:
         """Write everything queued, then stop the writer and close the file."""
-        import asyncio
-
         self._closed = True
         thread = self._thread
         if thread is None:
@@ -258,7 +257,15 @@ class AuditLog:
         return self._encoder.encode(record) + b"\n"
 
     def _write(self, batch: list[tuple[float, str, dict[str, Any], bool]]) -> None:
-        lines = [self._line(*item) for item in batch]
+        lines = []
+        for item in batch:
+            try:
+                lines.append(self._line(*item))
+            except Exception as exc:  # a plugin's value msgspec cannot encode: count it
+                self.lost += 1
+                if self._log is not None:
+                    self._log.error("audit record not encodable", event=item[1], error=repr(exc))
+        written = len(lines)
         missing = self.dropped + self.lost - self._reported
         if missing > 0 and not self._queue:  # caught up: say how many were dropped
             lines.append(self._line(time.time(), "audit-dropped", {"count": missing}, False))
@@ -277,7 +284,7 @@ class AuditLog:
             while view:
                 view = view[os.write(fd, view) :]
         except OSError as exc:
-            self.lost += len(batch)
+            self.lost += written
             if self._error is None and self._log is not None:
                 self._log.error("audit records not written", path=str(self.path), error=str(exc))
             self._error = str(exc)
