@@ -5,10 +5,11 @@
    library's non-blocking logging (``logging.handlers.QueueHandler`` onto a ``QueueListener``
    with a ``FileHandler``, the JSON made on the loop as its formatter would); and how many
    records per second each writer puts in its file.
-2. ``vm-control`` round trip on libvirt's test driver with the audit stream on and off: two
-   server processes running at once, requests interleaved (off, on, on, off...) so that the
-   machine's noise falls on both alike, each next to a no-op request (``ping``) on the same
-   connection (bench_libvirt.py's measure; goal there: <= +150 us over the no-op).
+2. ``vm-control`` round trip on libvirt's test driver with the audit stream on and off: three
+   server processes running at once (off, on, and a second one off whose difference to the
+   first is the noise of the measure), requests interleaved (the order rotating every round)
+   so that the machine's noise falls on all alike, each next to a no-op request (``ping``) on
+   the same connection (bench_libvirt.py's measure; goal there: <= +150 us over the no-op).
 
     .venv/bin/python bench/bench_audit.py [--records 200000] [--trips 8000]
 """
@@ -122,7 +123,8 @@ async def interleaved(ports: dict[str, int], n: int) -> dict[str, list[float]]:
     names = list(ports)
     for i in range(n):
         action = "pause" if i % 2 == 0 else "resume"
-        for name in names if i % 2 == 0 else names[::-1]:
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
             actor = actors[name]
             t = time.perf_counter()
             await request(actor, f'{{"type":"ping","id":{i}}}')
@@ -157,7 +159,11 @@ def main() -> None:
             print(f"{label:55} {loop_us * us:9.2f} {rate:11.0f}")
 
         audit_file = str(workdir / "server-audit.log")
-        servers = {"off": start_server("off"), "on": start_server(audit_file)}
+        servers = {
+            "off": start_server("off"),
+            "on": start_server(audit_file),
+            "off2": start_server("off"),
+        }
         try:
             times = asyncio.run(interleaved({k: v[1] for k, v in servers.items()}, args.trips))
         finally:
@@ -188,7 +194,9 @@ def main() -> None:
     over_off = (statistics.median(off_control) - statistics.median(off_noop)) * us
     print(f"audit records written by the server: {written} (one per vm-control)")
     print(f"vm-control over no-op (p50): +{over_off:.0f} us audit off, +{over_on:.0f} us audit on")
+    noise = (statistics.median(times["off2 c"]) - statistics.median(off_control)) * us
     print(f"audit on - audit off, vm-control p50: {cost:+.1f} us")
+    print(f"second audit-off server - first, vm-control p50 (the noise): {noise:+.1f} us")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,18 @@ from typing import Any
 import httpx
 import pytest
 from localpty import LocalShellPlugin
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 from test_metrics import samples
 from virtwire import hookimpl
+from virtwire.app import create_app
 from virtwire.audit import AuditLog
 from virtwire.config import AuditConfig
-from virtwire.errors import ConfigError
+from virtwire.errors import ConfigError, VirtwireError
 from virtwire.session import Session
 from virtwire.testing import make_settings, run_server
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 
 class SnapshotPlugin:
@@ -69,15 +72,39 @@ async def test_plugin_records_with_the_caller_and_no_secret(tmp_path: Path) -> N
     assert "hunter2" not in text and token not in text and "abcdefghijkl" not in text
 
 
+class RoutePlugin:
+    """A plugin WebSocket route that checks its client's token with the gateway."""
+
+    @hookimpl
+    def register_routes(self, register: Any, gateway: Any) -> None:
+        async def hello(websocket: WebSocket) -> None:
+            try:
+                await gateway.authenticate_websocket(websocket, scope="vm:read")
+            except VirtwireError:
+                await websocket.close(1008)
+                return
+            await websocket.accept()
+            await websocket.close(1000)
+
+        register(WebSocketRoute("/hello", hello))
+
+
 async def test_refused_tokens_are_recorded_without_the_token(tmp_path: Path) -> None:
-    async with run_server(config={"audit": {"path": str(tmp_path / "a.log")}}) as server:
+    config = {"audit": {"path": str(tmp_path / "a.log")}}
+    async with run_server(plugins=[("route", RoutePlugin())], config=config) as server:
         forged = server.token("mallory")[:-4] + "AAAA"
         async with server.client(forged) as client:
             await client.closed()
-        (record,) = await server.audit_records("auth-refused")
-        assert record["outcome"] == "AUTH_FAILED"
-        assert record["address"].startswith("127.0.0.1:")
-        assert forged not in (tmp_path / "a.log").read_text()
+        expired = server.token("mallory", ttl=-60)
+        with contextlib.suppress(InvalidStatus, ConnectionClosed):
+            async with connect(server.ws_url("/hello", expired)) as ws:
+                await ws.recv()
+        records = await server.audit_records("auth-refused", count=2)
+        text = (tmp_path / "a.log").read_text()
+    assert [r["outcome"] for r in records] == ["AUTH_FAILED", "TOKEN_EXPIRED"]
+    assert all(r["address"].startswith("127.0.0.1:") for r in records)
+    assert records[1]["path"] == "/hello"
+    assert forged not in text and expired not in text
 
 
 async def test_a_rotated_file_is_replaced_by_a_new_one(tmp_path: Path) -> None:
@@ -157,6 +184,10 @@ def test_audit_table_is_validated(tmp_path: Path) -> None:
     blocked.write_text("")
     with pytest.raises(ConfigError, match=r"audit\.path: cannot open"):
         AuditLog(AuditConfig()).start(blocked / "audit.log", None)
+    # the app factory says so before anything starts (virtwire serve prints it and exits 2)
+    settings = make_settings({"audit": {"path": str(blocked / "audit.log")}})
+    with pytest.raises(ConfigError, match=r"audit\.path: cannot open .*not-a-dir"):
+        create_app(settings)
 
 
 async def test_terminal_and_its_ticket_are_recorded(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ def create_app(
     settings = settings or load_settings()
     install_redaction()
     gateway = Gateway(settings, log or get_logger("virtwire"))
+    gateway.check_audit()
     gateway.load_plugins(plugins, builtin_plugins())
 
     async def healthz(request: Request) -> JSONResponse:

@@ -254,6 +254,12 @@ class Gateway:
             fields = {**self.audit_log.session_fields(session), **fields}
         self.audit_log.record(event, fields, redact=True)
 
+    def check_audit(self) -> None:
+        """``ConfigError`` if the audit stream's file cannot be opened (before start-up)."""
+        audit = self.settings.audit
+        if audit.enabled:
+            self.audit_log.check(audit_path(audit, self.state_dir()))
+
     # -- authorization -----------------------------------------------------------------
     def authorized(self, principal: Principal, action: str, resource: str | None) -> bool:
         if not self.pm_has_authorize:
@@ -270,8 +276,9 @@ class Gateway:
     ) -> Principal:
         """Verify the token of a plugin route's WebSocket (``?token=`` or ``Authorization:
         Bearer``), check ``scope`` and ask the ``authorize`` hooks about ``resource``.
-        Raises ``VirtwireError`` (AUTH_REQUIRED, AUTH_FAILED, TOKEN_EXPIRED, FORBIDDEN)."""
-        from .connection import token_from_scope
+        Raises ``VirtwireError`` (AUTH_REQUIRED, AUTH_FAILED, TOKEN_EXPIRED, FORBIDDEN); a
+        refused token is recorded in the audit stream (``auth-refused``)."""
+        from .connection import client_address, token_from_scope
 
         try:
             token = token_from_scope(websocket.scope)
@@ -279,7 +286,19 @@ class Gateway:
             raise VirtwireError(exc.code, self.catalogue("auth.ambiguous")) from None
         if not token:
             raise VirtwireError(ErrorCode.AUTH_REQUIRED, self.catalogue("auth.required_query"))
-        principal = self.auth.verify(token)
+        try:
+            principal = self.auth.verify(token)
+        except VirtwireError as exc:
+            self.audit_log.record(
+                "auth-refused",
+                {
+                    "address": client_address(websocket.scope),
+                    "path": websocket.scope.get("path"),
+                    "outcome": exc.code,
+                    "reason": exc.message,
+                },
+            )
+            raise
         if not principal.has_scope(scope) or not self.authorized(principal, scope or "", resource):
             raise VirtwireError(ErrorCode.FORBIDDEN, self.catalogue("forbidden.scope", scope=scope))
         return principal
