@@ -242,10 +242,10 @@ async def fanout(
                 )
             else:
                 text = '{"type":"bench-publish"}'
-            answered = actor.next_frame()
+            answered = actor.next_frame() if kind == "event" else None
             t = time.monotonic()
             actor.send_text(text)
-            if kind == "event":
+            if answered is not None:
                 await answered
                 reply.append(time.monotonic() - t)
             last = await loop.run_in_executor(None, pipe.recv)
@@ -281,6 +281,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--trips", type=int, default=2000)
+    parser.add_argument(
+        "--no-fanout", action="store_true", help="only the round trips (no subscribers)"
+    )
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -289,6 +292,11 @@ def main() -> None:
     proc, port = start_server()
     try:
         noop, control = asyncio.run(round_trips(port, args.trips))
+        event: list[float] = []
+        plain: list[float] = []
+        busy: list[float] = []
+        if args.no_fanout:
+            return report(args, direct, noop, control, event, plain, busy)
         ours, theirs = mp.Pipe()
         loader = mp.get_context("fork").Process(
             target=subscribers, args=(port, args.subscribers, theirs), daemon=True
@@ -301,7 +309,18 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+    report(args, direct, noop, control, event, plain, busy)
 
+
+def report(
+    args: argparse.Namespace,
+    direct: list[float],
+    noop: list[float],
+    control: list[float],
+    event: list[float],
+    plain: list[float],
+    busy: list[float],
+) -> None:
     us = 1e6
     print(f"{'measure':60} {'n':>5} {'p50 us':>9} {'p99 us':>9} {'mean us':>9}")
     for label, values in (
@@ -312,14 +331,17 @@ def main() -> None:
         (f"plain publish -> last of {args.subscribers} (baseline)", plain),
         (f"lifecycle event -> last of {args.subscribers}", event),
     ):
+        if not values:
+            continue
         print(
             f"{label:60} {len(values):5d} {pct(values, 50) * us:9.1f} "
             f"{pct(values, 99) * us:9.1f} {statistics.fmean(values) * us:9.1f}"
         )
     extra = (statistics.median(control) - statistics.median(noop)) * us
-    ratio = statistics.median(event) / statistics.median(plain)
     print(f"vm-control over no-op (p50): +{extra:.0f} us (goal <= +150 us)")
-    print(f"event / plain publish to {args.subscribers} (p50): {ratio:.2f}x (goal <= 1.1x)")
+    if event and plain:
+        ratio = statistics.median(event) / statistics.median(plain)
+        print(f"event / plain publish to {args.subscribers} (p50): {ratio:.2f}x (goal <= 1.1x)")
 
 
 if __name__ == "__main__":

@@ -4,16 +4,14 @@ connections that answer stay open, silent ones are dropped, nothing is left behi
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
-import os
 import struct
 from typing import Any
 
 import virtwire_example
 from virtwire.keepalive import Keepalive, members_of
 from virtwire.testing import make_settings, run_server
-from wirekit import until
+from wirekit import RawClient, masked_frame, until, ws_handshake
 
 PLUGINS = [("example", virtwire_example)]
 
@@ -72,39 +70,22 @@ async def test_deadlines_are_served_not_early_and_grouped_by_tick() -> None:
     assert len(wheel) == 0
 
 
-async def _raw_client(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = await reader.readuntil(b"\r\n\r\n")
-    assert b" 101 " in response.split(b"\r\n")[0]
-    return reader, writer
-
-
-async def _answer_pings(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pings: int
-) -> list[int]:
+async def _answer_pings(client: RawClient, pings: int) -> list[int]:
     """Answer pings (masked pongs with the same payload) until ``pings`` were answered;
     returns the opcodes seen."""
     seen: list[int] = []
     answered = 0
     while answered < pings:
-        head = await reader.readexactly(2)
+        head = await client.reader.readexactly(2)
         opcode, length = head[0] & 0x0F, head[1] & 0x7F
         if length == 126:
-            length = struct.unpack("!H", await reader.readexactly(2))[0]
-        payload = await reader.readexactly(length)
+            length = struct.unpack("!H", await client.reader.readexactly(2))[0]
+        payload = await client.reader.readexactly(length)
         seen.append(opcode)
         if opcode == 0x8:
             raise AssertionError(f"closed by the server: {payload!r}")
         if opcode == 0x9:
-            writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            client.writer.write(masked_frame(payload, opcode=0xA))
             answered += 1
     return seen
 
@@ -115,16 +96,14 @@ async def test_clients_that_answer_stay_connected_and_deadlines_are_released() -
     async with run_server(settings, plugins=PLUGINS) as server:
         token = server.token()
         before = members_of(loop)
-        clients = [await _raw_client(server.port, token) for _ in range(20)]
+        clients = [await ws_handshake(server.port, token) for _ in range(20)]
         # every connection has one keepalive deadline in the loop's shared wheel
         assert members_of(loop) - before == 20
         # each is pinged again and again (well past ping_timeout) and stays open
-        seen = await asyncio.wait_for(
-            asyncio.gather(*(_answer_pings(r, w, 4) for r, w in clients)), 30
-        )
+        seen = await asyncio.wait_for(asyncio.gather(*(_answer_pings(c, 4) for c in clients)), 30)
         assert all(opcodes.count(0x9) == 4 and 0x8 not in opcodes for opcodes in seen)
         assert members_of(loop) - before == 20
-        for _, w in clients:
-            w.close()
+        for client in clients:
+            client.close()
         await until(lambda: members_of(loop) <= before)  # closed connections leave no deadline
         assert members_of(loop) == before
