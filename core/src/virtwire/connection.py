@@ -438,12 +438,18 @@ class Connection:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         else:
-            await self._dispatch(handler, frame)
+            # the request's id for the audit stream's records, for this request only
+            request = REQUEST_ID.set(frame.id)
+            try:
+                await self._dispatch(handler, frame)
+            finally:
+                REQUEST_ID.reset(request)
 
     async def _dispatch_concurrent(self, handler: MessageHandler, frame: Frame) -> None:
         """A handler run as a task of its own: its answer goes to the socket at once instead
         of at the end of the loop tick, ahead of whatever else the tick writes (the fan-out
         of an event the request caused)."""
+        REQUEST_ID.set(frame.id)  # in this task's own context: the audit records' id
         try:
             await self._dispatch(handler, frame)
         finally:
@@ -452,7 +458,6 @@ class Connection:
 
     async def _dispatch(self, handler: MessageHandler, frame: Frame) -> None:
         session = self.session
-        REQUEST_ID.set(frame.id)  # for the audit stream's records of this request
         try:
             session.require(handler.scope)
             data = (
