@@ -197,6 +197,10 @@ async def test_terminal_and_its_ticket_are_recorded(tmp_path: Path) -> None:
         async with server.client(server.token("frank")) as client:
             reply = await client.request("terminal-connect", {"vmId": "here", "type": "local"})
             data = reply["data"]
+            async with server.client(server.token("hank")) as hank:  # another user watches
+                watch = {"vmId": "here", "sessionId": data["sessionId"]}
+                watching = await hank.request("terminal-connect", watch)
+                assert watching["data"]["mode"] == "observer"
             async with connect(server.ws_url(data["url"])) as raw:
                 await raw.send("exit 3\r")
                 with contextlib.suppress(ConnectionClosed):
@@ -214,12 +218,15 @@ async def test_terminal_and_its_ticket_are_recorded(tmp_path: Path) -> None:
             "terminal-open", where=lambda r: r is not opened and r["outcome"] != "ok"
         )
         redeemed = await server.audit_records("ticket-redeem", count=2)
+        (attached,) = await server.audit_records("terminal-attach")
         (closed,) = await server.audit_records("terminal-close")
         (ended,) = await server.audit_records("endpoint-close")
     sid = data["sessionId"]
     assert opened["user"] == "frank" and opened["vmId"] == "here" and opened["type"] == "local"
     assert opened["sessionId"] == sid and opened["mode"] == "owner" and opened["id"]
     assert failed["outcome"] == "CONSOLE_UNAVAILABLE" and failed["type"] == "vnc"
+    assert (attached["user"], attached["sessionId"], attached["mode"]) == ("hank", sid, "observer")
+    assert attached["type"] == "local" and attached["outcome"] == "ok"
     assert [r["outcome"] for r in redeemed] == ["ok", "TICKET_USED"]
     assert redeemed[0]["user"] == "frank" and redeemed[0]["sessionId"] == sid
     assert redeemed[0]["kind"] == "terminal" and redeemed[0]["address"].startswith("127.0.0.1:")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import libvirt
@@ -97,6 +98,31 @@ async def test_every_control_action_with_events_and_pushes() -> None:
         assert reply["data"]["status"] == "success"
         ev = await client.expect("system-event")
         assert (ev["data"]["event"], ev["data"]["userId"]) == ("vm-stopped", "alice")
+
+
+async def test_the_reply_comes_before_the_frames_of_the_event_it_caused() -> None:
+    """On the caller's own connection, in the order frames arrive: the vm-control reply,
+    then the status and the system-event the action caused (the events wait for it)."""
+    # no stats ticks in between: every frame after a request is the reply or its event's
+    async with libvirt_server(stats_interval=3600) as server:
+        async with server.text_client("/ws", token=server.token("alice")) as ws:
+            subscribe = {"type": "subscribe", "id": 0, "data": {"topic": "vm-status-all"}}
+            await ws.send(json.dumps(subscribe))
+            await ws.expect('"subscribe-response"')
+            await ws.expect('"vm-status"')
+            for i in range(1, 21):
+                action = "pause" if i % 2 else "resume"
+                request = {
+                    "type": "vm-control",
+                    "id": i,
+                    "data": {"vmId": "test", "action": action},
+                }
+                await ws.send(json.dumps(request))
+                frames = [json.loads(await ws.recv()) for _ in range(3)]
+                types = [f["type"] for f in frames]
+                assert types[0] == "vm-control-response", types
+                assert frames[0]["id"] == i
+                assert sorted(types[1:]) == ["system-event", "vm-status"], types
 
 
 async def test_libvirt_failures_carry_libvirt_message() -> None:

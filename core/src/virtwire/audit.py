@@ -3,20 +3,21 @@
 Separate from the gateway's log (which is for operating the service): every ``vm-control``,
 console and terminal opened and closed, console ticket redeemed and token refused leaves one
 record. Recording costs the event loop a tuple appended to a deque, nothing more: no lock, no
-thread woken. A writer thread wakes every ``FLUSH`` seconds (at once when the queue is half
-full), formats the times, serialises the records (msgspec) and appends them to the file in one
-write, reopening the file when it was renamed or removed (logrotate without
-``copytruncate``). Waking the writer per record would cost every request a thread switch and a
-GIL hand-over on the loop's critical path (measured: ~+190 us on a ``vm-control`` round trip),
-batching costs it nothing. The queue is bounded: a record that does not fit is counted
-(``virtwire_audit_dropped_total``) and the writer says how many were dropped in an
-``audit-dropped`` record once it has caught up. Shutdown writes everything queued before it
-returns.
+thread woken. The writer thread wakes ``FLUSH`` seconds after the first record since its last
+round (at once when the queue is half full; an idle gateway's writer sleeps), formats the
+times, serialises the records (msgspec) and appends them to the file in one write, reopening
+the file when it was renamed or removed (logrotate without ``copytruncate``). Waking the writer
+per record would cost every request a thread switch and a GIL hand-over on the loop's critical
+path (measured: ~+190 us on a ``vm-control`` round trip), batching costs it nothing. The queue
+is bounded: a record that does not fit is counted (``virtwire_audit_dropped_total``) and the
+writer says how many were dropped in an ``audit-dropped`` record once it has caught up.
+Shutdown writes everything queued before it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import socket
@@ -59,7 +60,8 @@ REQUEST_ID: contextvars.ContextVar[Any] = contextvars.ContextVar(
 #: Records formatted and written per ``write`` call at most (the write lets the loop have the
 #: GIL: a batch holds it for ~0.3 ms at most).
 BATCH = 128
-#: Seconds between the writer's rounds (records reach the file at most this late).
+#: Seconds from a record to the writer's round that writes it (records reach the file at most
+#: about this late).
 FLUSH = 0.05
 
 
@@ -113,6 +115,11 @@ class AuditLog:
         self._max = config.queue_size
         self._queue: deque[tuple[float, str, dict[str, Any], bool]] = deque()
         self._kick = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        #: A flush is scheduled on the loop (FLUSH after the first record since the last).
+        self._armed = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._half = max(1, config.queue_size // 2)
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -145,6 +152,29 @@ class AuditLog:
         q.append((time.time(), event, fields, redact))
         if len(q) >= self._half and not self._kick.is_set():
             self._kick.set()  # half full: write now rather than at the next round
+        elif not self._armed:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Wake the writer FLUSH seconds from now (an idle gateway's writer sleeps)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._kick.set()  # no loop (not started, or gone): write at once
+            return
+        self._armed = True
+        if threading.get_ident() == self._loop_thread:
+            self._flush_timer = loop.call_later(FLUSH, self._flush)
+        else:  # a plugin's own thread
+            loop.call_soon_threadsafe(self._arm_on_loop)
+
+    def _arm_on_loop(self) -> None:
+        assert self._loop is not None
+        self._flush_timer = self._loop.call_later(FLUSH, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        self._armed = False  # a record from now on schedules the next round
+        self._kick.set()
 
     def session_fields(self, session: Session | None) -> dict[str, Any]:
         """``user`` and ``address`` of a ``/ws`` connection, and the request ``id`` being
@@ -163,6 +193,9 @@ class AuditLog:
         """Open ``path`` (None: standard error; an unusable path stops the start-up) and
         start the writer."""
         self._log = log
+        with contextlib.suppress(RuntimeError):  # started outside a loop: kicks only
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
         if not self.enabled or self._thread is not None:
             return
         self.path = path
@@ -193,6 +226,9 @@ class AuditLog:
         if thread is None:
             return
         self._stopping = True
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         self._kick.set()
         await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
         self._thread = None
@@ -226,7 +262,7 @@ class AuditLog:
     def _run(self) -> None:
         q = self._queue
         while True:
-            self._kick.wait(FLUSH)
+            self._kick.wait()
             self._kick.clear()
             stopping = self._stopping  # read before draining: nothing queued before is left
             while True:

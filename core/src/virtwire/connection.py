@@ -434,15 +434,30 @@ class Connection:
                     frame.id,
                 )
                 return
-            task = asyncio.create_task(self._dispatch(handler, frame))
+            task = asyncio.create_task(self._dispatch_concurrent(handler, frame))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         else:
+            # the request's id for the audit stream's records, for this request only
+            request = REQUEST_ID.set(frame.id)
+            try:
+                await self._dispatch(handler, frame)
+            finally:
+                REQUEST_ID.reset(request)
+
+    async def _dispatch_concurrent(self, handler: MessageHandler, frame: Frame) -> None:
+        """A handler run as a task of its own: its answer goes to the socket at once instead
+        of at the end of the loop tick, ahead of whatever else the tick writes (the fan-out
+        of an event the request caused)."""
+        REQUEST_ID.set(frame.id)  # in this task's own context: the audit records' id
+        try:
             await self._dispatch(handler, frame)
+        finally:
+            if self.wire is not None:
+                self.wire.flush()
 
     async def _dispatch(self, handler: MessageHandler, frame: Frame) -> None:
         session = self.session
-        REQUEST_ID.set(frame.id)  # for the audit stream's records of this request
         try:
             session.require(handler.scope)
             data = (

@@ -216,6 +216,7 @@ class TerminalHandlers:
             if isinstance(login, str):
                 fields["login"] = login
             if reply is not None:
+                fields["type"] = reply.data["type"]
                 fields["sessionId"] = reply.data["sessionId"]
                 fields["mode"] = reply.data["mode"]
             elif data.sessionId is not None:

@@ -137,23 +137,30 @@ class LibvirtBackend:
         if action == "stop" and not force and self.settings.shutdown_timeout > 0:
             waiter = self._wait_for(vm_id, "vm-stopped")
         started = time.monotonic()
+        # The VM's events wait until the reply is written and, while anyone watches
+        # statuses, until the counters after the action are in (so the status the event
+        # publishes has fresh figures). The reply needs only the action: the counters are
+        # read in the same worker trip once the reply can go.
         hold = self._hold(vm_id)
-        held = [True]
+        watching = self._watching
+        state = [2 if watching else 1, False]  # [still to come, released]
 
         def release() -> None:
-            if held[0]:
-                held[0] = False
+            if not state[1]:
+                state[1] = True
                 self._release(vm_id, hold)
+
+        def one_done() -> None:
+            state[0] -= 1
+            if state[0] <= 0:
+                release()
 
         def sampled(sample: Sample | None) -> None:
             if sample is not None:
                 self._figures(vm_id, sample)
-            release()
+            one_done()
 
-        # The reply needs only the action; the counters after it are read in the same
-        # worker trip once the reply can go, and the VM's events wait for them (so the
-        # status they publish has fresh figures).
-        after = (self._sample_sync, sampled) if self._watching else None
+        after = (self._sample_sync, sampled) if watching else None
         try:
             await self.connection.call(
                 self._act_sync, vm_id, action, force, vm_id=vm_id, after=after
@@ -174,8 +181,11 @@ class LibvirtBackend:
         except BaseException:  # cancelled: nothing will report for it
             release()
             raise
-        if after is None:
-            release()
+        if waiter is None:
+            # the core writes the reply when this returns, before this callback runs
+            asyncio.get_running_loop().call_soon(one_done)
+        else:
+            one_done()  # the reply waits for the VM's stop event: let its events flow
         if action in ("restart", "reset"):
             # drivers that send no REBOOT event (the test driver) still get their
             # vm-rebooted; the pump reports one of the two when both come
@@ -225,7 +235,6 @@ class LibvirtBackend:
         if entry[0] == 0:
             if self._holds.get(vm_id) is entry:
                 del self._holds[vm_id]
-            # after this task's reply is written (it is, synchronously, when control returns)
             asyncio.get_running_loop().call_soon(_resolve, entry[1])
 
     # -- events from libvirt (the event thread) ------------------------------------------
