@@ -15,7 +15,9 @@ the new one serves. At most ``MAX_DRAINING`` old links may still be draining bef
 reconnect waits for them.
 
 Calls for the same VM run in the order they were made (``vm_id=``): ``pause`` then
-``resume`` sent back to back reach libvirt in that order.
+``resume`` sent back to back reach libvirt in that order. An event of a VM that has a call
+running (the lifecycle event of the action being done) is handed to the loop when that call
+returns instead of waking the loop on its own (at most ``call_timeout`` later).
 
 For other modules of the plugin (console transports):
 
@@ -40,6 +42,7 @@ For other modules of the plugin (console transports):
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import enum
@@ -351,6 +354,8 @@ class LibvirtConnection:
         self._drained = asyncio.Event()
         self._listeners: list[Listener] = []
         self._tails: dict[str, asyncio.Future[None]] = {}
+        #: Events from libvirt's thread not yet delivered on the loop, in order.
+        self._parked: collections.deque[EventItem] = collections.deque()
         self._reconnector: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         #: Set while connected / while the hypervisor is unreachable.
@@ -465,6 +470,8 @@ class LibvirtConnection:
                 done.set_result(None)
                 if self._tails.get(vm_id) is done:  # type: ignore[arg-type]
                     del self._tails[vm_id]  # type: ignore[arg-type]
+            if self._parked:
+                self._drain()  # events this call's VM had while it ran (see _post)
 
     # -- libvirt's event thread -----------------------------------------------------------
     def _post(self, item: Any) -> None:
@@ -474,8 +481,20 @@ class LibvirtConnection:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             if len(item) == 2:
                 loop.call_soon_threadsafe(self._lost, item[0], item[1])
-            else:
-                loop.call_soon_threadsafe(self._deliver, item)
+                return
+            self._parked.append(item)
+            if item[1] in self._tails:
+                # A call for this VM is running (typically the action that caused the
+                # event): it delivers the event when it returns, so the loop wakes up once
+                # for both. The check follows the append and the call drains after it has
+                # left _tails, so an event is never left behind.
+                return
+            loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        parked = self._parked
+        while parked:
+            self._deliver(parked.popleft())
 
     def _deliver(self, item: EventItem) -> None:
         if item[0] == self.generation and self.state is State.CONNECTED:
