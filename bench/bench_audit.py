@@ -23,7 +23,6 @@ import logging
 import logging.handlers
 import queue
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +31,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_libvirt import open_counter, pct, request, token  # noqa: E402
+from _kit import close_all, token  # noqa: E402
+from bench_libvirt import open_counter, pct, request, start_server  # noqa: E402
 from virtwire.audit import AuditLog  # noqa: E402
 from virtwire.config import AuditConfig  # noqa: E402
-from virtwire.testing import free_port  # noqa: E402
 
 
 def fields(i: int) -> dict[str, object]:
@@ -95,27 +94,6 @@ def stdlib_cost(n: int, workdir: Path) -> tuple[float, float]:
     return loop_time / n, n / total
 
 
-def start_server(audit: str) -> tuple[subprocess.Popen[bytes], int]:
-    import socket
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_libvirt_server.py"), str(port), audit],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return proc, port
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise SystemExit("bench server did not start") from None
-            time.sleep(0.05)
-
-
 async def interleaved(ports: dict[str, int], n: int) -> dict[str, list[float]]:
     """Per round, on each server (alternating which goes first): a ``ping``, a ``vm-control``."""
     actors = {name: await open_counter(port, token("vm:control")) for name, port in ports.items()}
@@ -133,9 +111,7 @@ async def interleaved(ports: dict[str, int], n: int) -> dict[str, list[float]]:
             t = time.perf_counter()
             await request(actor, text)
             times[f"{name} c"].append(time.perf_counter() - t)
-    for actor in actors.values():
-        assert actor.transport is not None
-        actor.transport.close()
+    close_all(list(actors.values()))
     skip = n // 10  # warm-up
     return {key: values[skip:] for key, values in times.items()}
 
@@ -165,11 +141,10 @@ def main() -> None:
             "off2": start_server("off"),
         }
         try:
-            times = asyncio.run(interleaved({k: v[1] for k, v in servers.items()}, args.trips))
+            times = asyncio.run(interleaved({k: v.port for k, v in servers.items()}, args.trips))
         finally:
-            for proc, _ in servers.values():
-                proc.terminate()
-                proc.wait(30)
+            for server in servers.values():
+                server.stop(30)
         written = lines(Path(audit_file))
         off_noop, off_control, on_noop, on_control = (
             times["off p"],

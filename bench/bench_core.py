@@ -11,151 +11,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from virtwire.testing import TEST_SECRET, free_port  # noqa: E402
+from _kit import ServerProc, WsClient, close_all, open_client, token  # noqa: E402
+from virtwire.testing import free_port  # noqa: E402
 
 
-def token() -> str:
-    import jwt
-
-    return jwt.encode(
-        {"sub": "bench", "scope": "vm:read monitor:read", "exp": int(time.time()) + 3600},
-        TEST_SECRET,
-        algorithm="HS256",
-    )
-
-
-class RawClient(asyncio.Protocol):
-    """A minimal WebSocket client that counts incoming text frames (cheap enough to load the
-    server, not itself)."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.handshaken = asyncio.get_running_loop().create_future()
-        self.frames = 0
-        self.target = 0
-        self.done: asyncio.Future[None] | None = None
-        self.last_text: bytes = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.handshaken.done():
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self.buf = self.buf[end + 4 :]
-            self.handshaken.set_result(None)
-        buf = self.buf
-        i = 0
-        n = len(buf)
-        while n - i >= 2:
-            length = buf[i + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if n - i < 4:
-                    break
-                length = int.from_bytes(buf[i + 2 : i + 4], "big")
-                head = 4
-            elif length == 127:
-                if n - i < 10:
-                    break
-                length = int.from_bytes(buf[i + 2 : i + 10], "big")
-                head = 10
-            if n - i < head + length:
-                break
-            if buf[i] & 0x0F == 1:
-                self.frames += 1
-                self.last_text = buf[i + head : i + head + length]
-                if self.done is not None and self.frames >= self.target and not self.done.done():
-                    self.done.set_result(None)
-            i += head + length
-        self.buf = buf[i:]
-
-    def send_text(self, text: str) -> None:
-        payload = text.encode()
-        mask = os.urandom(4)
-        header = bytearray([0x81])
-        if len(payload) < 126:
-            header.append(0x80 | len(payload))
-        else:
-            header.append(0x80 | 126)
-            header += len(payload).to_bytes(2, "big")
-        masked = bytes(b ^ mask[j % 4] for j, b in enumerate(payload))
-        assert self.transport is not None
-        self.transport.write(bytes(header) + mask + masked)
-
-    def expect(self, count: int) -> asyncio.Future[None]:
-        self.target = self.frames + count
-        self.done = asyncio.get_running_loop().create_future()
-        if self.frames >= self.target:
-            self.done.set_result(None)
-        return self.done
+def core_server(
+    kind: str, interval: float | None = None, timeout: float | None = None
+) -> ServerProc:
+    """``_core_servers.py KIND`` (bare, virtwire or websockets) on a free port; ``interval`` and
+    ``timeout``: its keepalive pings (default: virtwire's)."""
+    port = free_port()
+    env = None
+    if interval is not None and timeout is not None:
+        env = {
+            **os.environ,
+            "BENCH_PING_INTERVAL": str(interval),
+            "BENCH_PING_TIMEOUT": str(timeout),
+        }
+    args = [sys.executable, str(HERE / "_core_servers.py"), kind, str(port)]
+    return ServerProc(args, port, env=env)
 
 
-async def open_client(port: int, tok: str) -> RawClient:
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(RawClient, "127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    assert proto.transport is not None
-    proto.transport.write(
-        (
-            f"GET /ws?token={tok} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await proto.handshaken
-    return proto
-
-
-class ServerProc:
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "_core_servers.py"), kind, str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.ps = psutil.Process(self.proc.pid)
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", self.port)
-                w.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"{self.kind} server did not start")
-
-    def rss(self) -> int:
-        return self.ps.memory_info().rss
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-async def subscribe_all(clients: list[RawClient], batch: int = 200) -> None:
+async def subscribe_all(clients: list[WsClient], batch: int = 200) -> None:
     for start in range(0, len(clients), batch):
         waits = []
         for c in clients[start : start + batch]:
@@ -165,33 +53,42 @@ async def subscribe_all(clients: list[RawClient], batch: int = 200) -> None:
 
 
 async def fanout(kind: str, n_clients: int, n_messages: int, rounds: int) -> float:
-    server = ServerProc(kind)
+    server = core_server(kind)
     try:
         await server.ready()
-        tok = token()
-        clients = [await open_client(server.port, tok) for _ in range(n_clients)]
-        await subscribe_all(clients)
-        control = await open_client(server.port, tok)
-        rates = []
-        for _ in range(rounds):
-            waits = [c.expect(n_messages) for c in clients]
-            start = time.perf_counter()
-            control.send_text(
-                json.dumps({"type": "bench-broadcast", "data": {"n": n_messages}, "id": 2})
-            )
-            await asyncio.wait_for(asyncio.gather(*waits), 120)
-            elapsed = time.perf_counter() - start
-            rates.append(n_clients * n_messages / elapsed)
-        for c in [*clients, control]:
-            assert c.transport is not None
-            c.transport.close()
-        return statistics.median(rates)
+        return await fanout_rate(server.port, n_clients, n_messages, rounds)
     finally:
         server.stop()
 
 
+async def fanout_rate(
+    port: int, n_clients: int, n_messages: int, rounds: int, request_id: int | None = 2
+) -> float:
+    """Median frames/s to ``n_clients`` subscribers of the ``bench`` topic, each round one
+    ``bench-broadcast`` of ``n_messages`` (with ``request_id``: the request has an id and is
+    answered)."""
+    tok = token()
+    clients = [await open_client(port, tok) for _ in range(n_clients)]
+    await subscribe_all(clients)
+    control = await open_client(port, tok)
+    request: dict[str, object] = {"type": "bench-broadcast", "data": {"n": n_messages}}
+    if request_id is not None:
+        request["id"] = request_id
+    text = json.dumps(request)
+    rates = []
+    for _ in range(rounds):
+        waits = [c.expect(n_messages) for c in clients]
+        start = time.perf_counter()
+        control.send_text(text)
+        await asyncio.wait_for(asyncio.gather(*waits), 120)
+        elapsed = time.perf_counter() - start
+        rates.append(n_clients * n_messages / elapsed)
+    close_all([*clients, control])
+    return statistics.median(rates)
+
+
 async def idle_memory(kind: str, n_clients: int) -> float:
-    server = ServerProc(kind)
+    server = core_server(kind)
     try:
         await server.ready()
         tok = token()
@@ -202,16 +99,14 @@ async def idle_memory(kind: str, n_clients: int) -> float:
         await subscribe_all(clients)
         await asyncio.sleep(1.0)  # let the server settle before reading RSS (not a sync point)
         per_conn = (server.rss() - base) / n_clients
-        for c in [*warm, *clients]:
-            assert c.transport is not None
-            c.transport.close()
+        close_all([*warm, *clients])
         return per_conn
     finally:
         server.stop()
 
 
 async def round_trip(kind: str, n: int) -> tuple[float, float]:
-    server = ServerProc(kind)
+    server = core_server(kind)
     try:
         await server.ready()
         client = await open_client(server.port, token())
@@ -223,8 +118,7 @@ async def round_trip(kind: str, n: int) -> tuple[float, float]:
             await wait
             times.append(time.perf_counter() - start)
         times = times[n // 10 :]  # drop warm-up
-        assert client.transport is not None
-        client.transport.close()
+        client.close()
         q = statistics.quantiles(times, n=100)
         return q[49] * 1000, q[98] * 1000
     finally:

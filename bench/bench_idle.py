@@ -16,99 +16,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_core import token  # noqa: E402
-from virtwire.testing import free_port  # noqa: E402
+from _kit import WsClient, close_all, open_client, token  # noqa: E402
+from bench_core import core_server  # noqa: E402
 
 
-class IdleClient(asyncio.Protocol):
-    """A WebSocket client that does the handshake, then only answers pings (masked pongs)."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.handshaken = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
-        self.pings = 0
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        if not self.handshaken.done():
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            if b" 101 " not in buf[:20]:
-                self.handshaken.set_exception(RuntimeError(buf[:80].decode(errors="replace")))
-                return
-            buf = buf[end + 4 :]
-            self.handshaken.set_result(None)
-        i, n = 0, len(buf)
-        while n - i >= 2:
-            length = buf[i + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if n - i < 4:
-                    break
-                length = int.from_bytes(buf[i + 2 : i + 4], "big")
-                head = 4
-            elif length == 127:
-                if n - i < 10:
-                    break
-                length = int.from_bytes(buf[i + 2 : i + 10], "big")
-                head = 10
-            if n - i < head + length:
-                break
-            if buf[i] & 0x0F == 0x9:  # ping: answer with the same payload, mask 0
-                payload = buf[i + head : i + head + length]
-                assert self.transport is not None
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-                self.pings += 1
-            i += head + length
-        self.buf = buf[i:]
-
-
-async def open_idle(port: int, tok: str) -> IdleClient:
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(IdleClient, "127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    assert proto.transport is not None
-    proto.transport.write(
-        (
-            f"GET /ws?token={tok} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await asyncio.wait_for(proto.handshaken, 30)
-    return proto
-
-
-async def open_many(
-    port: int, count: int, batch: int = 200, spread: float = 0.0
-) -> list[IdleClient]:
+async def open_many(port: int, count: int, batch: int = 200, spread: float = 0.0) -> list[WsClient]:
     """``count`` connections, in batches; with ``spread``, the batches start evenly over that
     many seconds (so that keepalive pings, which follow each connection's start, are spread
     the same way for every server, whatever its handshake speed)."""
     tok = token()
-    clients: list[IdleClient] = []
+    clients: list[WsClient] = []
     loop = asyncio.get_running_loop()
     begin = loop.time()
     batches = max(1, -(-count // batch))
@@ -116,66 +41,13 @@ async def open_many(
         if spread:
             await asyncio.sleep(max(0.0, begin + spread * i / batches - loop.time()))
         n = min(batch, count - start)
-        clients += await asyncio.gather(*(open_idle(port, tok) for _ in range(n)))
+        clients += await asyncio.gather(*(open_client(port, tok) for _ in range(n)))
     return clients
-
-
-class ServerProc:
-    def __init__(self, kind: str, interval: float, timeout: float) -> None:
-        self.kind = kind
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "BENCH_PING_INTERVAL": str(interval),
-            "BENCH_PING_TIMEOUT": str(timeout),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "_core_servers.py"), kind, str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        self.ps = psutil.Process(self.proc.pid)
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", self.port)
-                w.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"{self.kind} server did not start")
-
-    def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
-
-    def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
-
-    def stop(self) -> float:
-        """SIGTERM, then the seconds until the server exited (killed after 60 s)."""
-        start = time.monotonic()
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        return time.monotonic() - start
-
-
-def close_all(clients: list[IdleClient]) -> None:
-    for c in clients:
-        if c.transport is not None:
-            c.transport.close()
 
 
 async def idle_memory(kind: str, count: int) -> float:
     """Bytes of server RSS per idle authenticated connection (no keepalive in the window)."""
-    server = ServerProc(kind, 600, 600)
+    server = core_server(kind, 600, 600)
     try:
         await server.ready()
         warm = await open_many(server.port, 100)
@@ -187,7 +59,7 @@ async def idle_memory(kind: str, count: int) -> float:
         close_all([*warm, *clients])
         return per_conn
     finally:
-        server.stop()
+        server.stop(60)
 
 
 async def heartbeat_cpu(
@@ -195,7 +67,7 @@ async def heartbeat_cpu(
 ) -> tuple[float, float]:
     """Server CPU (% of one core) over ``window`` seconds with ``count`` idle connections
     answering pings every ``interval`` seconds, and CPU milliseconds per 1000 pings."""
-    server = ServerProc(kind, interval, interval)
+    server = core_server(kind, interval, interval)
     try:
         await server.ready()
         clients = await open_many(server.port, count, batch=50, spread=interval)
@@ -211,13 +83,12 @@ async def heartbeat_cpu(
         lost = sum(c.closed for c in clients)
         if lost:
             print(f"  note: {kind}: {lost} connections dropped during the window")
-        seconds = server.stop()  # with every connection still open
+        seconds = server.stop(60)  # with every connection still open
         print(f"  {kind}: SIGTERM to exit with {count} connections open: {seconds:.1f} s")
         close_all(clients)
         return 100 * (cpu1 - cpu0) / (t1 - t0), 1e6 * (cpu1 - cpu0) / max(pings, 1)
     finally:
-        if server.proc.poll() is None:
-            server.stop()
+        server.stop(60)
 
 
 async def main() -> None:

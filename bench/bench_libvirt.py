@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import multiprocessing as mp
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -34,105 +31,15 @@ import libvirt
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from virtwire.testing import TEST_SECRET, free_port  # noqa: E402
+from _kit import ServerProc, WsClient, close_all, open_client, token  # noqa: E402
+from virtwire.testing import free_port  # noqa: E402
 
 VM_STATUS = b'{"type":"vm-status"'
 
 
-def token(scope: str = "vm:read") -> str:
-    """Subscribers read; the actor only controls (so it gets no system-event and its next
-    frame is always its reply)."""
-    import jwt
-
-    claims = {"sub": "bench", "scope": scope, "exp": int(time.time()) + 3600}
-    return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
-
-
-class Counter(asyncio.Protocol):
-    """A WebSocket client that counts incoming ``vm-status`` text frames (a prefix check, no
-    parsing) and stamps the moment its expected count is reached."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.handshaken = asyncio.get_running_loop().create_future()
-        self.frames = 0  # every text frame
-        self.statuses = 0  # vm-status frames
-        self.target = 0
-        self.frames_target = 0
-        self.reached = 0.0
-        self.waiter: asyncio.Future[None] | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        if not self.handshaken.done():
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            buf = buf[end + 4 :]
-            self.handshaken.set_result(None)
-        i, n = 0, len(buf)
-        while n - i >= 2:
-            length = buf[i + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if n - i < 4:
-                    break
-                length = int.from_bytes(buf[i + 2 : i + 4], "big")
-                head = 4
-            elif length == 127:
-                if n - i < 10:
-                    break
-                length = int.from_bytes(buf[i + 2 : i + 10], "big")
-                head = 10
-            if n - i < head + length:
-                break
-            if buf[i] & 0x0F == 1:
-                self.frames += 1
-                if buf.startswith(VM_STATUS, i + head):
-                    self.statuses += 1
-                    if self.statuses == self.target:
-                        self.reached = time.monotonic()
-                if self.waiter is not None and not self.waiter.done():
-                    self.waiter.set_result(None)
-            i += head + length
-        self.buf = buf[i:]
-
-    def send_text(self, text: str) -> None:
-        payload = text.encode()
-        mask = os.urandom(4)
-        header = bytearray([0x81])
-        if len(payload) < 126:
-            header.append(0x80 | len(payload))
-        else:
-            header.append(0x80 | 126)
-            header += len(payload).to_bytes(2, "big")
-        masked = bytes(b ^ mask[j % 4] for j, b in enumerate(payload))
-        assert self.transport is not None
-        self.transport.write(bytes(header) + mask + masked)
-
-    async def next_frame(self) -> None:
-        self.waiter = asyncio.get_running_loop().create_future()
-        await self.waiter
-
-
-async def open_counter(port: int, tok: str) -> Counter:
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(Counter, "127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    assert proto.transport is not None
-    proto.transport.write(
-        (
-            f"GET /ws?token={tok} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await proto.handshaken
-    return proto
+async def open_counter(port: int, tok: str) -> WsClient:
+    """A client that counts ``vm-status`` frames."""
+    return await open_client(port, tok, prefix=VM_STATUS)
 
 
 def subscribers(port: int, count: int, pipe: Connection) -> None:
@@ -140,11 +47,11 @@ def subscribers(port: int, count: int, pipe: Connection) -> None:
     expects one more vm-status frame; once all have it, the last arrival time is sent back."""
 
     async def main() -> None:
-        tok = token()
+        tok = token("vm:read")  # subscribers read
         clients = [await open_counter(port, tok) for _ in range(count)]
         for c in clients:
-            c.target = 1  # the current status, sent on subscribing
-            c.frames_target = 1  # (the subscribe has no id: no response)
+            c.match_target = 1  # the current status, sent on subscribing
+            c.target = 1  # (the subscribe has no id: no response)
             c.send_text('{"type":"subscribe","data":{"topic":"vm-status-all"}}')
         await wait_all(clients)
         pipe.send("ready")
@@ -155,19 +62,17 @@ def subscribers(port: int, count: int, pipe: Connection) -> None:
                 break
             _, frames = command  # ("arm", frames each client gets: vm-status [+ system-event])
             for c in clients:
-                c.target = c.statuses + 1
-                c.frames_target = c.frames + frames
+                c.match_target = c.matched + 1
+                c.target = c.frames + frames
             pipe.send("armed")
             await wait_all(clients)
             pipe.send(max(c.reached for c in clients))
-        for c in clients:
-            assert c.transport is not None
-            c.transport.close()
+        close_all(clients)
 
-    async def wait_all(clients: list[Counter]) -> None:
+    async def wait_all(clients: list[WsClient]) -> None:
         async with asyncio.timeout(60):
             for c in clients:  # every frame in: the next round starts from quiet
-                while c.statuses < c.target or c.frames < c.frames_target:
+                while c.matched < c.match_target or c.frames < c.target:
                     await c.next_frame()
 
     import uvloop
@@ -196,7 +101,7 @@ def direct_calls(n: int) -> list[float]:
     return times
 
 
-async def request(actor: Counter, text: str) -> None:
+async def request(actor: WsClient, text: str) -> None:
     """Send and wait for the reply (the actor subscribes to nothing: its next frame is it)."""
     waiter = actor.next_frame()
     actor.send_text(text)
@@ -217,8 +122,7 @@ async def round_trips(port: int, n: int) -> tuple[list[float], list[float]]:
             actor, f'{{"type":"vm-control","data":{{"vmId":"test","action":"{action}"}},"id":{i}}}'
         )
         control.append(time.perf_counter() - t)
-    assert actor.transport is not None
-    actor.transport.close()
+    actor.close()
     skip = n // 10  # warm-up
     return noop[skip:], control[skip:]
 
@@ -250,30 +154,16 @@ async def fanout(
                 reply.append(time.monotonic() - t)
             last = await loop.run_in_executor(None, pipe.recv)
             (event if kind == "event" else plain).append(last - t)
-    assert actor.transport is not None
-    actor.transport.close()
+    actor.close()
     return event[2:], plain[2:], reply[2:]  # warm-up
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], int]:
+def start_server(*args: str) -> ServerProc:
+    """``_libvirt_server.py PORT [ARGS]`` on a free port, accepting connections."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_libvirt_server.py"), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import socket
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return proc, port
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise SystemExit("bench server did not start") from None
-            time.sleep(0.05)
+    server = ServerProc([sys.executable, str(HERE / "_libvirt_server.py"), str(port), *args], port)
+    server.wait_ready()
+    return server
 
 
 def main() -> None:
@@ -289,7 +179,8 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     direct = direct_calls(args.trips)
-    proc, port = start_server()
+    server = start_server()
+    port = server.port
     try:
         noop, control = asyncio.run(round_trips(port, args.trips))
         event: list[float] = []
@@ -307,8 +198,7 @@ def main() -> None:
         ours.send("stop")
         loader.join(30)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop(30)
     report(args, direct, noop, control, event, plain, busy)
 
 

@@ -20,15 +20,16 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
+
+from _kit import ServerProc
+from virtwire.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VIRTWIRE = ROOT / ".venv" / "bin" / "virtwire"
@@ -36,13 +37,7 @@ CLIENTS = 100
 PROCS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_gateway(tmp: Path, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_gateway(tmp: Path, log_dir: Path) -> ServerProc:
     port = free_port()
     config = tmp / "virtwire.toml"
     config.write_text(
@@ -67,32 +62,11 @@ files = {{ "bench.log" = "bench.log", "fan.log" = "fan.log" }}
     )
     env = {**os.environ, "VIRTWIRE_STATE_DIR": str(tmp / "state")}
     env.pop("VIRTWIRE_CONFIG", None)
-    proc = subprocess.Popen(
-        [str(VIRTWIRE), "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = ServerProc(
+        [str(VIRTWIRE), "serve", "--config", str(config)], port, env=env, health="/healthz"
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("virtwire did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    server.wait_ready()
+    return server
 
 
 def pct(values: list[float], q: float) -> float:
@@ -315,13 +289,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     log_dir = tmp / "logs"
     log_dir.mkdir()
-    proc, port = start_gateway(tmp, log_dir)
+    gateway = start_gateway(tmp, log_dir)
+    port = gateway.port
     try:
         ws_ms, tail_ms = latency(port, log_dir / "bench.log", args.samples)
         window = 900  # below the default client buffer of 1000 lines: nothing is skipped
         gw_s, gw_got = throughput_gateway(port, log_dir / "fan.log", args.lines, window)
     finally:
-        stop(proc)
+        gateway.stop()
     base_s, base_got = throughput_baseline(args.lines, window)
     shutil.rmtree(tmp, ignore_errors=True)
 

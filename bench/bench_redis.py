@@ -22,75 +22,42 @@ import asyncio
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_core import open_client, subscribe_all, token  # noqa: E402
+from _kit import ServerProc, close_all, open_client, token  # noqa: E402
+from bench_core import fanout_rate, subscribe_all  # noqa: E402
 from virtwire.testing import free_port  # noqa: E402
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
-class Proc:
-    """A server process on a free port, stopped by PID."""
-
-    def __init__(self, args: list[str], port: int) -> None:
-        self.port = port
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ps = psutil.Process(self.proc.pid)
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", self.port)
-                w.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"server on {self.port} did not start")
-
-    def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
-
-    def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def gateway(redis_url: str | None = None, prefix: str = "bench") -> Proc:
+def gateway(redis_url: str | None = None, prefix: str = "bench") -> ServerProc:
     port = free_port()
     args = [sys.executable, str(HERE / "_redis_servers.py"), str(port)]
     if redis_url is not None:
         args += [redis_url, prefix]
-    return Proc(args, port)
+    return ServerProc(args, port)
 
 
-def bare(port: int | None = None) -> Proc:
+def bare(port: int | None = None) -> ServerProc:
     port = port or free_port()
-    return Proc([sys.executable, str(HERE / "_core_servers.py"), "bare", str(port)], port)
+    return ServerProc([sys.executable, str(HERE / "_core_servers.py"), "bare", str(port)], port)
 
 
-def redis_server(workdir: Path) -> tuple[Proc, str]:
+def redis_server(workdir: Path) -> tuple[ServerProc, str]:
     port = free_port()
     conf = workdir / "redis.conf"
     conf.write_text(
         f'port {port}\nbind 127.0.0.1\nsave ""\nappendonly no\ndir {workdir}\n'
         f"logfile {workdir / 'redis.log'}\n"
     )
-    return Proc([REDIS_SERVER, str(conf)], port), f"redis://127.0.0.1:{port}/0"
+    return ServerProc([REDIS_SERVER, str(conf)], port), f"redis://127.0.0.1:{port}/0"
 
 
 def pct(values: list[float]) -> tuple[float, float]:
@@ -132,9 +99,7 @@ async def through_gateways(sender_port: int, receiver_port: int, n: int) -> tupl
         sender.send_text(json.dumps({"type": "bench-broadcast", "data": {"n": 1, "t": i}}))
         await asyncio.wait_for(wait, 10)
         times.append(time.perf_counter() - start)
-    for c in (sender, receiver):
-        assert c.transport is not None
-        c.transport.close()
+    close_all([sender, receiver])
     return pct(times[n // 10 :])
 
 
@@ -189,24 +154,6 @@ async def redis_throughput(url: str, n: int) -> tuple[float, float]:
 
 
 # -- fan-out ----------------------------------------------------------------------------
-async def fanout(port: int, n_clients: int, n_messages: int, rounds: int) -> float:
-    tok = token()
-    clients = [await open_client(port, tok) for _ in range(n_clients)]
-    await subscribe_all(clients)
-    control = await open_client(port, tok)
-    rates = []
-    for _ in range(rounds):
-        waits = [c.expect(n_messages) for c in clients]
-        start = time.perf_counter()
-        control.send_text(json.dumps({"type": "bench-broadcast", "data": {"n": n_messages}}))
-        await asyncio.wait_for(asyncio.gather(*waits), 120)
-        rates.append(n_clients * n_messages / (time.perf_counter() - start))
-    for c in [*clients, control]:
-        assert c.transport is not None
-        c.transport.close()
-    return statistics.median(rates)
-
-
 async def latency_section(url: str, args: argparse.Namespace) -> None:
     a, b, alone = gateway(url, "lat"), gateway(url, "lat"), gateway()
     try:
@@ -236,7 +183,9 @@ async def fanout_section(url: str, args: argparse.Namespace) -> None:
         g = gateway(url if kind == "redis" else None, "fan")
         try:
             await g.ready()
-            rates[kind] = await fanout(g.port, args.clients, args.messages, args.rounds)
+            rates[kind] = await fanout_rate(
+                g.port, args.clients, args.messages, args.rounds, request_id=None
+            )
         finally:
             g.stop()
     ratio = rates["redis"] / rates["alone"]

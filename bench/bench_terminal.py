@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ssh"))
+from _kit import ServerProc  # noqa: E402
 from sshkit import Sshd, asyncssh_server  # noqa: E402
 
 VIRTWIRE = Path(sys.executable).with_name("virtwire")
@@ -47,7 +46,7 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_gateway(tmp: Path, hosts: dict[str, str]) -> tuple[subprocess.Popen[bytes], int, str]:
+def start_gateway(tmp: Path, hosts: dict[str, str]) -> tuple[ServerProc, str]:
     from virtwire.auth import Authenticator
     from virtwire.config import load_settings
     from virtwire.testing import free_port
@@ -78,35 +77,12 @@ known_hosts = "{tmp / "known_hosts"}"
     )
     env = {**os.environ, "VIRTWIRE_STATE_DIR": str(tmp / "state")}
     env.pop("VIRTWIRE_CONFIG", None)
-    proc = subprocess.Popen(
-        [str(VIRTWIRE), "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = ServerProc(
+        [str(VIRTWIRE), "serve", "--config", str(config)], port, env=env, health="/healthz"
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    token = Authenticator(load_settings(config)).mint(
-                        "bench", ["console"], ttl=3600
-                    )
-                    return proc, port, token
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("virtwire did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    server.wait_ready()
+    token = Authenticator(load_settings(config)).mint("bench", ["console"], ttl=3600)
+    return server, token
 
 
 # -- the three clients -----------------------------------------------------------------
@@ -301,7 +277,8 @@ async def detached_memory(tmp: Path) -> tuple[float, float]:
     DETACHED to 3 x DETACHED of them, divided by 2 x DETACHED (memory freed at start-up and
     reused first does not count)."""
     async with asyncssh_server() as (port, _key):
-        proc, gport, token = start_gateway(tmp / "mem", {"vm": f"127.0.0.1:{port}"})
+        gateway, token = start_gateway(tmp / "mem", {"vm": f"127.0.0.1:{port}"})
+        gport = gateway.port
         try:
             creds = {"username": "alice", "password": "correct horse"}
             filler = "y" * 1000 + "\r"
@@ -316,9 +293,9 @@ async def detached_memory(tmp: Path) -> tuple[float, float]:
                     await until(ws, re.compile(r"END\r\n"))
                     ws.ws.transport.abort()  # a dropped page: the terminal stays, detached
                 await asyncio.sleep(1.0)
-                marks.append(rss_kib(proc.pid))
+                marks.append(rss_kib(gateway.proc.pid))
         finally:
-            stop(proc)
+            gateway.stop(15)
         baseline = await asyncio.to_thread(bare_client_memory, port)
     return (marks[1] - marks[0]) / (2 * DETACHED), baseline
 
@@ -364,7 +341,8 @@ async def main() -> None:
         line = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:99] + "\n"
         big.write_text(line * (FILE_MB * 10_000))
         (tmp / "gw").mkdir()
-        proc, port, token = start_gateway(tmp / "gw", {"vm": sshd.address})
+        gateway, token = start_gateway(tmp / "gw", {"vm": sshd.address})
+        port = gateway.port
         creds = sshd.credentials()
         try:
             clients = [
@@ -386,7 +364,7 @@ async def main() -> None:
                         best = max(best, await throughput(client, big, big.stat().st_size))
                 print(f"  {client.name:45} {best:8.1f}")
         finally:
-            stop(proc)
+            gateway.stop(15)
             sshd.stop()
         (tmp / "mem").mkdir()
         per_session, per_client = await detached_memory(tmp)

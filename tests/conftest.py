@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# tests/kit: what several test directories share (a QEMU VNC server, Chromium and the pages it
+# loads); on the path of every run, the isolated runs of one member included
+sys.path.insert(0, str(ROOT / "tests" / "kit"))
 
 pytest_plugins = ["virtwire.testing"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from pve_standin import Cluster, Display, StandIn, make_certificate
+from qemu_vnc import stop
 
 PASSWORD = "standin-secret-pw"
 TOKEN_ID = "root@pam!virtwire"
@@ -53,12 +54,7 @@ def qemu_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
     try:
         yield Display("127.0.0.1", _vnc_port(proc, str(qmp)), str(qmp))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _qmp_sync(path: str, command: str) -> dict[str, object]:

@@ -12,12 +12,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import pytest
 from virtwire.testing import Client, free_port
 
 SSHD = "/usr/sbin/sshd"
@@ -106,6 +107,19 @@ class Sshd:
 
     def credentials(self) -> dict[str, str]:
         return {"username": self.user, "privateKey": self.client_key}
+
+
+@pytest.fixture(scope="module", name="sshd")
+def sshd_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH sshd for the whole module: the ``sshd`` fixture of the module or
+    conftest.py that imports ``sshd_fixture``."""
+    daemon = Sshd(tmp_path_factory.mktemp("sshd"))
+    daemon.prepare()
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 # -- asyncssh's in-process server: password auth, a tiny line shell ---------------------

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from browserkit import chromium
+from playwright.async_api import Browser, ConsoleMessage, Page
 from virtwire.testing import make_settings, run_server
-from webkit import CHROMIUM, CHROMIUM_ARGS, HERE, PLUGINS, WAIT, Site, gateway_config
+from webkit import HERE, PLUGINS, WAIT, Site, gateway_config
 
 
 @pytest.fixture
@@ -55,12 +56,8 @@ async def site(site_factory: Callable[..., Any]) -> AsyncIterator[Site]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as running:
+        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 import virtwire_ssh
 from playwright.async_api import Page, expect
@@ -16,18 +15,7 @@ from virtwire.testing import make_settings, run_server
 from webkit import PLUGINS, Site, gateway_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ssh"))
-from sshkit import Sshd
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    daemon = Sshd(tmp_path_factory.mktemp("sshd"))
-    daemon.prepare()
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
+from sshkit import Sshd, sshd_fixture  # noqa: F401 (the sshd fixture)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

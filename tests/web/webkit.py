@@ -14,14 +14,6 @@ import virtwire_web
 from playwright.async_api import Page
 from virtwire.testing import RunningServer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PLUGINS = [
     ("libvirt", virtwire_libvirt),
     ("monitor", virtwire_monitor),

@@ -1,5 +1,5 @@
-"""A real QEMU VNC server (no guest disk: SeaBIOS's text screen), started on a free port and
-stopped by PID."""
+"""A real QEMU VNC server (without a disk: SeaBIOS's text screen; or booting a guest given by
+``extra`` arguments), started on a free port and stopped by PID."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from virtwire.testing import free_port
@@ -23,14 +23,22 @@ class VncServer:
     proc: subprocess.Popen[bytes]
 
 
-@contextlib.contextmanager
-def qemu_vnc(password: str | None = None) -> Iterator[VncServer]:
-    assert shutil.which(QEMU), "qemu-system-x86 is required (apt-packages.txt)"
+def vnc_port() -> int:
+    """A free port QEMU can serve VNC on (display numbers start at 5900)."""
     port = free_port()
     while port < 5900:
         port = free_port()
+    return port
+
+
+@contextlib.contextmanager
+def qemu_vnc(password: str | None = None, extra: Sequence[str] = ()) -> Iterator[VncServer]:
+    """QEMU with a VNC server on a free port of 127.0.0.1 (VNC authentication with
+    ``password``), once it listens; ``extra``: more QEMU arguments (a drive, a serial port)."""
+    assert shutil.which(QEMU), "qemu-system-x86 is required (apt-packages.txt)"
+    port = vnc_port()
     vnc = f"127.0.0.1:{port - 5900}"
-    args = [QEMU, "-display", "none", "-m", "32", "-nodefaults", "-vga", "std"]
+    args = [QEMU, "-display", "none", "-m", "32", "-nodefaults", "-vga", "std", *extra]
     if password is not None:
         args += ["-object", f"secret,id=vncpw,data={password}"]
         vnc += ",password-secret=vncpw"
@@ -56,11 +64,17 @@ def qemu_vnc(password: str | None = None) -> Iterator[VncServer]:
                 time.sleep(0.02)
         yield VncServer(port, password, proc)
     finally:
+        stop(proc)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, SIGKILL after 10 s; nothing if the process has exited."""
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
