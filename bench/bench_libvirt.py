@@ -127,6 +127,25 @@ async def round_trips(port: int, n: int) -> tuple[list[float], list[float]]:
     return noop[skip:], control[skip:]
 
 
+async def cpu_per_request(server: ServerProc, n: int) -> tuple[float, float]:
+    """The server's CPU time (all its threads) per request: ``n`` no-op requests, then
+    ``n`` vm-controls, one at a time on one connection. Unlike the round trip, this does
+    not count the time threads spend waking up."""
+    actor = await open_counter(server.port, token("vm:control"))
+    start = server.cpu()
+    for i in range(n):
+        await request(actor, f'{{"type":"ping","id":{i}}}')
+    middle = server.cpu()
+    for i in range(n):
+        action = "pause" if i % 2 == 0 else "resume"
+        await request(
+            actor, f'{{"type":"vm-control","data":{{"vmId":"test","action":"{action}"}},"id":{i}}}'
+        )
+    end = server.cpu()
+    actor.close()
+    return (middle - start) / n, (end - middle) / n
+
+
 async def fanout(
     port: int, pipe: Connection, rounds: int
 ) -> tuple[list[float], list[float], list[float]]:
@@ -183,11 +202,12 @@ def main() -> None:
     port = server.port
     try:
         noop, control = asyncio.run(round_trips(port, args.trips))
+        cpu = asyncio.run(cpu_per_request(server, args.trips))
         event: list[float] = []
         plain: list[float] = []
         busy: list[float] = []
         if args.no_fanout:
-            return report(args, direct, noop, control, event, plain, busy)
+            return report(args, direct, noop, control, event, plain, busy, cpu)
         ours, theirs = mp.Pipe()
         loader = mp.get_context("fork").Process(
             target=subscribers, args=(port, args.subscribers, theirs), daemon=True
@@ -199,7 +219,7 @@ def main() -> None:
         loader.join(30)
     finally:
         server.stop(30)
-    report(args, direct, noop, control, event, plain, busy)
+    report(args, direct, noop, control, event, plain, busy, cpu)
 
 
 def report(
@@ -210,6 +230,7 @@ def report(
     event: list[float],
     plain: list[float],
     busy: list[float],
+    cpu: tuple[float, float],
 ) -> None:
     us = 1e6
     print(f"{'measure':60} {'n':>5} {'p50 us':>9} {'p99 us':>9} {'mean us':>9}")
@@ -229,6 +250,10 @@ def report(
         )
     extra = (statistics.median(control) - statistics.median(noop)) * us
     print(f"vm-control over no-op (p50): +{extra:.0f} us (goal <= +150 us)")
+    print(
+        f"server CPU per request: no-op {cpu[0] * us:.0f} us, vm-control {cpu[1] * us:.0f} us "
+        f"(+{(cpu[1] - cpu[0]) * us:.0f} us; the rest of the round trip is threads waking up)"
+    )
     if event and plain:
         ratio = statistics.median(event) / statistics.median(plain)
         print(f"event / plain publish to {args.subscribers} (p50): {ratio:.2f}x (goal <= 1.1x)")

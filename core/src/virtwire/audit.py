@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ import msgspec
 
 from .errors import ConfigError
 from .log import _SECRET_KEYS, redact_text
+from .protocol import UtcClock
 
 if TYPE_CHECKING:
     from .config import AuditConfig
@@ -63,24 +63,6 @@ BATCH = 128
 #: Seconds from a record to the writer's round that writes it (records reach the file at most
 #: about this late).
 FLUSH = 0.05
-
-
-class _Clock:
-    """RFC 3339 times in UTC with milliseconds (``2026-11-27T16:04:05.123Z``), the
-    seconds formatted once per second."""
-
-    __slots__ = ("prefix", "second")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.prefix = ""
-
-    def __call__(self, stamp: float) -> str:
-        second = int(stamp)
-        if second != self.second:
-            self.second = second
-            self.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        return f"{self.prefix}{int((stamp - second) * 1000):03d}Z"
 
 
 def _redacted(key: Any, value: Any) -> Any:
@@ -134,7 +116,7 @@ class AuditLog:
         self.lost = 0
         self._reported = 0
         self._encoder = msgspec.json.Encoder(enc_hook=_fallback)
-        self._clock = _Clock()
+        self._clock = UtcClock()
         self._error: str | None = None
         self._log: Any = None
 

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import math
 import re
+import time
 from typing import Any, TypeVar
 
 import msgspec
@@ -34,10 +35,30 @@ _PATH = re.compile(r" - at `\$(.*)`$")
 _NAMED = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
 
+class UtcClock:
+    """RFC 3339 / ISO 8601 times in UTC with milliseconds (``2026-11-27T16:04:05.123Z``), the
+    date and seconds formatted once per second. One per thread that uses it."""
+
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def __call__(self, stamp: float) -> str:
+        second = int(stamp)
+        if second != self.second:
+            self.second = second
+            self.prefix = _dt.datetime.fromtimestamp(second, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        return f"{self.prefix}{int((stamp - second) * 1000):03d}Z"
+
+
+_clock = UtcClock()  # the event loop's
+
+
 def utc_timestamp() -> str:
     """ISO 8601 UTC with millisecond precision, e.g. ``2024-01-01T12:00:00.000Z``."""
-    now = _dt.datetime.now(_dt.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return _clock(time.time())
 
 
 def _explain(exc: msgspec.ValidationError | msgspec.DecodeError, root: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import asyncio
 import fnmatch
 import functools
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -257,7 +257,7 @@ class VmRegistry:
             data["action"],
             force=bool(data.get("force")),
             user_id=data.get("userId"),
-            log=self.gateway.log.bind(routed=True),
+            log=lambda: self.gateway.log.bind(routed=True),
         )
 
     # -- queries -----------------------------------------------------------------------
@@ -430,7 +430,7 @@ async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
             data.action,
             force=data.force,
             user_id=session.user_id,
-            log=session.log,
+            log=lambda: session.log,
         )
     except VmNotFound:
         broker = gateway.hub.broker
@@ -445,9 +445,16 @@ async def vm_control(session: Session, data: VmControl) -> dict[str, Any]:
 
 
 async def control_here(
-    gateway: Gateway, vm_id: str, action: str, *, force: bool, user_id: str | None, log: Any
+    gateway: Gateway,
+    vm_id: str,
+    action: str,
+    *,
+    force: bool,
+    user_id: str | None,
+    log: Callable[[], Any],
 ) -> dict[str, Any]:
-    """Run ``action`` on the backend of this gateway that owns ``vm_id``."""
+    """Run ``action`` on the backend of this gateway that owns ``vm_id`` (``log()`` gives
+    the logger for failures; every outcome is in the audit stream)."""
     backend = await gateway.vms.backend_for(vm_id)
     event = ACTION_EVENTS[action]
     if user_id is not None:
@@ -460,12 +467,12 @@ async def control_here(
     except VirtwireError as exc:
         if user_id is not None:
             gateway.vms.pending.withdraw(vm_id, event, user_id)
-        log.debug("vm-control failed", vm=vm_id, action=action, code=exc.code)
+        log().debug("vm-control failed", vm=vm_id, action=action, code=exc.code)
         raise
     except Exception as exc:
         if user_id is not None:
             gateway.vms.pending.withdraw(vm_id, event, user_id)
-        log.warning(
+        log().warning(
             "vm-control failed", vm=vm_id, action=action, error=f"{type(exc).__name__}: {exc}"
         )
         raise VirtwireError(
@@ -474,7 +481,6 @@ async def control_here(
             vm_id=vm_id,
             details=str(exc),
         ) from exc
-    log.debug("vm-control done", vm=vm_id, action=action)
     return {"vmId": vm_id, "action": action, "status": "success"}
 
 

@@ -160,7 +160,7 @@ class LibvirtBackend:
                 self._figures(vm_id, sample)
             one_done()
 
-        after = (self._sample_sync, sampled) if watching else None
+        after = ((lambda conn, _: self._sample_sync(conn, vm_id)), sampled) if watching else None
         try:
             await self.connection.call(
                 self._act_sync, vm_id, action, force, vm_id=vm_id, after=after
@@ -206,19 +206,19 @@ class LibvirtBackend:
                     ),
                 ) from None
 
-    def _act_sync(self, conn: Any, vm_id: str, action: str, force: bool) -> Any:
-        """The action; returns the domain (for :meth:`_sample_sync`)."""
+    def _act_sync(self, conn: Any, vm_id: str, action: str, force: bool) -> None:
+        """The action (nothing of libvirt's goes back to the loop: a ``virDomain`` freed
+        there would be one more libvirt call on the loop's thread)."""
         dom = sampling.lookup(conn, vm_id, self.settings.vm_id)
         sampling.run_action(dom, action, force)
-        return dom
 
-    def _sample_sync(self, conn: Any, dom: Any) -> Sample | None:
+    def _sample_sync(self, conn: Any, vm_id: str) -> Sample | None:
         """The domain's counters right after an action (``None`` if it is gone)."""
         import libvirt
 
         try:
-            return sampling.sample(dom, self._ifaces)
-        except libvirt.libvirtError:
+            return sampling.sample(sampling.lookup(conn, vm_id, self.settings.vm_id), self._ifaces)
+        except (libvirt.libvirtError, sampling.NoDomain):
             return None
 
     def _hold(self, vm_id: str) -> list[Any]:
