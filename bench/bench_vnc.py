@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import msgspec
-from _kit import ServerProc
+from _kit import ServerProc, bare_server
 from virtwire import rfb
 from virtwire.auth import Authenticator
 from virtwire.config import load_settings
@@ -122,20 +122,7 @@ def bare_app(source_port: int) -> object:
 
 
 def bare_main(port: int, source_port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        bare_app(source_port),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=2 * 1024 * 1024,
-        log_level="warning",
-        access_log=False,
-    )
+    bare_server(bare_app(source_port), port, ws_max_size=2 * 1024 * 1024).run()
 
 
 def gateway_config(tmp: Path, port: int, source_port: int) -> Path:
