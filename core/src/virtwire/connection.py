@@ -187,14 +187,7 @@ class Connection:
         session.outbox.start_writer = self._start_writer
         session.on_close = self._on_close
         session.abort = self._abort
-        try:
-            token = token_from_scope(scope)
-        except VirtwireError as exc:
-            self._refuse_auth(exc, None)
-            token = None
-        if token is not None:
-            self._authenticate(token, None)
-        elif session.close_code is None:
+        if not self._authenticate_at_connect(scope) and session.close_code is None:
             self._auth_timer = loop.call_later(
                 gateway.settings.auth.auth_timeout, self._auth_timeout
             )
@@ -218,6 +211,23 @@ class Connection:
                     break
         finally:
             await self._cleanup(code)
+
+    def _authenticate_at_connect(self, scope: Scope) -> bool:
+        """Authenticate with the handshake's token, if it has one (True). The handshake's
+        headers (a browser's are a few KiB: cookies, user agent) and the query with its
+        token are then dropped: not kept for the connection's life."""
+        try:
+            token = token_from_scope(scope)
+        except VirtwireError as exc:
+            self._refuse_auth(exc, None)
+            token = None
+        finally:
+            scope["headers"] = []
+            scope["query_string"] = b""
+        if token is None:
+            return False
+        self._authenticate(token, None)
+        return True
 
     # -- writing -----------------------------------------------------------------------
     @property

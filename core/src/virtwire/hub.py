@@ -67,7 +67,9 @@ class Outbox:
         max_messages: int,
         on_overflow: Callable[[], None] | None = None,
     ) -> None:
-        self._items: deque[str | _Slot] = deque()
+        # made on the first frame that has to wait (most connections never queue one: the
+        # direct write path serves them), and given back when drained
+        self._items: deque[str | _Slot] | tuple[()] = ()
         self._latest: dict[Hashable, _Slot] = {}
         self._waiter: asyncio.Future[None] | None = None
         self._room: list[tuple[int, asyncio.Future[None]]] = []
@@ -133,7 +135,7 @@ class Outbox:
         size = len(text)
         if not self._fits(size):
             return False
-        self._items.append(text)
+        self._push(text)
         self.queued_bytes += size
         self._queued()
         return True
@@ -156,16 +158,26 @@ class Outbox:
             return False
         slot = _Slot(key, text)
         self._latest[key] = slot
-        self._items.append(slot)
+        self._push(slot)
         self.queued_bytes += size
         self._queued()
         return True
 
+    def _push(self, item: str | _Slot) -> None:
+        items = self._items
+        if not isinstance(items, deque):
+            items = self._items = deque()
+        items.append(item)
+
     def pop(self) -> str | None:
         """Take the next frame without waiting (None when empty)."""
-        if not self._items:
+        items = self._items
+        if not items:
             return None
-        item = self._items.popleft()
+        assert isinstance(items, deque)
+        item = items.popleft()
+        if not items:
+            self._items = ()
         if isinstance(item, _Slot):
             del self._latest[item.key]
             item = item.text
@@ -207,7 +219,7 @@ class Outbox:
             await self._waiter
 
     def clear(self) -> None:
-        self._items.clear()
+        self._items = ()
         self._latest.clear()
         self.queued_bytes = 0
         if self._room:

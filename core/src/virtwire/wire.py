@@ -396,7 +396,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.flush()  # frames written directly this tick go first
         await super().send(message)
         if message["type"] == "websocket.accept":
-            # the handshake is done: its request and response are not needed any more
+            # the handshake is done: its request and response are not needed any more.
+            # websockets' parser keeps the request alive for the connection's life (a local
+            # of its generator): empty it too (a browser's headers are a few KiB, and the
+            # path may hold a token)
+            request = self.request
+            if request is not None:
+                request.headers.clear()
+                request.path = ""
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
 
