@@ -14,7 +14,7 @@ import resource
 import sys
 from typing import Any
 
-import uvicorn
+from _kit import bare_server
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -114,20 +114,7 @@ def bare_app(port: int) -> Any:
             clients.discard(ws)
 
     app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_ping_interval=PING_INTERVAL,
-        ws_ping_timeout=PING_TIMEOUT,
-        log_level="warning",
-        access_log=False,
-    )
-    return uvicorn.Server(config)
+    return bare_server(app, port, ws_ping_interval=PING_INTERVAL, ws_ping_timeout=PING_TIMEOUT)
 
 
 def websockets_server(port: int) -> None:

@@ -1,5 +1,7 @@
 """What the benchmarks share: a token, a raw WebSocket client that only counts frames (cheap
-enough to load a server, not itself), and a server process on a free port, stopped by PID."""
+enough to load a server, not itself), a server process on a free port, stopped by PID, and the
+uvicorn server of the bare baselines. Imports nothing of virtwire at module level (the bare
+baseline servers import it)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,7 @@ import os
 import socket
 import subprocess
 import time
-import urllib.request
 from typing import Any
-
-from virtwire.testing import TEST_SECRET
 
 DEFAULT_SCOPE = "vm:read monitor:read"
 
@@ -21,6 +20,7 @@ DEFAULT_SCOPE = "vm:read monitor:read"
 def token(scope: str = DEFAULT_SCOPE) -> str:
     """A token for the test secret (``virtwire.testing``'s servers and the bench servers)."""
     import jwt
+    from virtwire.testing import TEST_SECRET
 
     claims = {"sub": "bench", "scope": scope, "exp": int(time.time()) + 3600}
     return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
@@ -171,7 +171,11 @@ class ServerProc:
         self.port = port
         self.health = health
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         self._ps: Any = None
 
@@ -193,6 +197,8 @@ class ServerProc:
         if self.health is None:
             socket.create_connection(("127.0.0.1", self.port), 0.5).close()
             return True
+        import urllib.request
+
         url = f"http://127.0.0.1:{self.port}{self.health}"
         with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
@@ -227,3 +233,24 @@ class ServerProc:
                 self.proc.kill()
                 self.proc.wait(10)
         return time.monotonic() - start
+
+
+def bare_server(app: Any, port: int, **options: Any) -> Any:
+    """A uvicorn server for ``app`` on 127.0.0.1:PORT with the stack virtwire runs on (uvloop,
+    httptools, websockets-sansio, no permessage-deflate), quiet; ``options``: more of
+    ``uvicorn.Config``'s."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        log_level="warning",
+        access_log=False,
+        **options,
+    )
+    return uvicorn.Server(config)

@@ -132,28 +132,8 @@ class ViaWs:
         self.credentials = credentials
 
     async def __aenter__(self) -> ViaWs:
-        self.ws = await connect(self.url, max_size=None, compression=None)
-        await self.ws.send(
-            msgspec.json.encode(
-                {
-                    "type": "terminal-connect",
-                    "id": 1,
-                    "data": {
-                        "vmId": "vm",
-                        "type": "ssh",
-                        "credentials": self.credentials,
-                        "cols": 200,
-                        "rows": 50,
-                    },
-                }
-            ).decode()
-        )
-        while True:
-            frame = msgspec.json.decode(await self.ws.recv())
-            if frame.get("id") == 1:
-                assert frame["type"] == "terminal-connect-response", frame
-                self.reply = frame["data"]
-                return self
+        self.ws, self.reply = await terminal_connect(self.url, self.credentials)
+        return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.ws.close()
@@ -170,33 +150,27 @@ class ViaWs:
                 return str(frame["data"]["output"])
 
 
-async def open_ticket(port: int, token: str, credentials: dict[str, str]) -> Any:
-    url = f"ws://127.0.0.1:{port}/ws?token={token}"
-    control = await connect(url, max_size=None, compression=None)
-    await control.send(
+async def terminal_connect(url: str, credentials: dict[str, str], **options: Any) -> Any:
+    """A /ws connection with ``terminal-connect`` done (to VM ``vm``, 200x50, ``options``
+    added): the connection and the reply's data."""
+    ws = await connect(url, max_size=None, compression=None)
+    data = {"vmId": "vm", "type": "ssh", "credentials": credentials, "cols": 200, "rows": 50}
+    await ws.send(
         msgspec.json.encode(
-            {
-                "type": "terminal-connect",
-                "id": 1,
-                "data": {
-                    "vmId": "vm",
-                    "type": "ssh",
-                    "credentials": credentials,
-                    "cols": 200,
-                    "rows": 50,
-                    "output": False,
-                },
-            }
+            {"type": "terminal-connect", "id": 1, "data": {**data, **options}}
         ).decode()
     )
     while True:
-        frame = msgspec.json.decode(await control.recv())
+        frame = msgspec.json.decode(await ws.recv())
         if frame.get("id") == 1:
             assert frame["type"] == "terminal-connect-response", frame
-            break
-    raw = await connect(
-        f"ws://127.0.0.1:{port}{frame['data']['url']}", max_size=None, compression=None
-    )
+            return ws, frame["data"]
+
+
+async def open_ticket(port: int, token: str, credentials: dict[str, str]) -> Any:
+    url = f"ws://127.0.0.1:{port}/ws?token={token}"
+    control, reply = await terminal_connect(url, credentials, output=False)
+    raw = await connect(f"ws://127.0.0.1:{port}{reply['url']}", max_size=None, compression=None)
     return control, raw
 
 

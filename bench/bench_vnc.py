@@ -20,14 +20,13 @@ import base64
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import msgspec
-import psutil
+from _kit import ServerProc, bare_server
 from virtwire import rfb
 from virtwire.auth import Authenticator
 from virtwire.config import load_settings
@@ -123,51 +122,7 @@ def bare_app(source_port: int) -> object:
 
 
 def bare_main(port: int, source_port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        bare_app(source_port),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=2 * 1024 * 1024,
-        log_level="warning",
-        access_log=False,
-    )
-
-
-# -- processes --------------------------------------------------------------------------
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        list(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-
-
-async def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {port}") from None
-            await asyncio.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    bare_server(bare_app(source_port), port, ws_max_size=2 * 1024 * 1024).run()
 
 
 def gateway_config(tmp: Path, port: int, source_port: int) -> Path:
@@ -253,20 +208,21 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         source_port, gw_port, wsk_port, bare_port = (free_port() for _ in range(4))
-        procs = [spawn(sys.executable, __file__, "source", str(source_port))]
-        await wait_port(source_port, procs[0])
-        gateway = spawn(
-            str(BIN / "virtwire"),
-            "serve",
-            "--config",
-            str(gateway_config(tmp, gw_port, source_port)),
+        source = ServerProc([sys.executable, __file__, "source", str(source_port)], source_port)
+        servers = [source]
+        await source.ready()
+        config = gateway_config(tmp, gw_port, source_port)
+        gateway = ServerProc([str(BIN / "virtwire"), "serve", "--config", str(config)], gw_port)
+        websockify = ServerProc(
+            [str(BIN / "websockify"), str(wsk_port), f"127.0.0.1:{source_port}"], wsk_port
         )
-        websockify = spawn(str(BIN / "websockify"), str(wsk_port), f"127.0.0.1:{source_port}")
-        bare = spawn(sys.executable, __file__, "bare", str(bare_port), str(source_port))
-        procs += [gateway, websockify, bare]
+        bare = ServerProc(
+            [sys.executable, __file__, "bare", str(bare_port), str(source_port)], bare_port
+        )
+        servers += [gateway, websockify, bare]
         try:
-            for proc, port in ((gateway, gw_port), (websockify, wsk_port), (bare, bare_port)):
-                await wait_port(port, proc)
+            for server in (gateway, websockify, bare):
+                await server.ready()
             ws_url = f"ws://127.0.0.1:{gw_port}/ws?token={token}"
             print(f"VNC relay, {BURST >> 20} MiB bursts, median of {ROUNDS} rounds")
 
@@ -305,11 +261,10 @@ async def main() -> None:
             print(f"  vnc-data (base64 in JSON) on /ws: {g:8.0f} MB/s")
             print(f"  bare base64-JSON relay:     {r:8.0f} MB/s   ratio {g / r:.2f}x (goal >= 1)")
 
-            proc = psutil.Process(gateway.pid)
-            base = proc.memory_info().rss
+            base = gateway.rss()
             idle = [await connect(ws_url) for _ in range(SESSIONS)]
             await asyncio.sleep(0.5)
-            after_idle = proc.memory_info().rss
+            after_idle = gateway.rss()
             consoles = [await connect(ws_url) for _ in range(SESSIONS)]
             for ws in consoles:
                 await ws.send(
@@ -319,7 +274,7 @@ async def main() -> None:
                 reply = json.loads(await ws.recv())
                 assert reply["type"] == "vnc-connect-response", reply
             await asyncio.sleep(0.5)
-            after_consoles = proc.memory_info().rss
+            after_consoles = gateway.rss()
             per_idle = (after_idle - base) / SESSIONS / 1024
             per_console = (after_consoles - after_idle) / SESSIONS / 1024
             print(f"  memory per /ws connection with an open VNC console: {per_console:6.1f} KiB")
@@ -327,8 +282,8 @@ async def main() -> None:
             for ws in idle + consoles:
                 await ws.close()
         finally:
-            for proc in procs:
-                stop(proc)
+            for server in servers:
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -25,26 +25,20 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from playwright.async_api import async_playwright
+from virtwire.testing import free_port
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 VIRTWIRE = ROOT / ".venv" / "bin" / "virtwire"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
+sys.path.insert(0, str(ROOT / "tests" / "kit"))
+from browserkit import chromium  # noqa: E402
 
 #: Installed before the page's scripts: resolves window.firstRow with the time (ms since the
 #: navigation started) at which VM test's badge first says "running".
@@ -78,12 +72,6 @@ CLICK_TO_BADGE = """([action, status]) => new Promise((resolve) => {
 LOADED_BYTES = """() => performance.getEntriesByType("navigation")
   .concat(performance.getEntriesByType("resource"))
   .reduce((sum, entry) => sum + entry.encodedBodySize, 0)"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_gateway(state: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -152,10 +140,7 @@ async def main(runs: int) -> None:
                 await protocol_control(port, token, "resume", "running")
             page_row, page_ctl = [], []
             first_bytes = console_bytes = 0
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-                )
+            async with chromium() as browser:
                 for i in range(runs):
                     context = await browser.new_context(viewport={"width": 1280, "height": 800})
                     page = await context.new_page()
@@ -173,7 +158,6 @@ async def main(runs: int) -> None:
                         await page.wait_for_load_state("networkidle")
                         console_bytes = await page.evaluate(LOADED_BYTES) - first_bytes
                     await context.close()
-                await browser.close()
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

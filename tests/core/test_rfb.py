@@ -7,12 +7,12 @@ import asyncio
 import itertools
 import socket
 import struct
-import zlib
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pngkit import png_pixels
 from qemu_vnc import VncServer, qemu_vnc
 from virtwire import rfb
 from virtwire.consoles import SocketStream
@@ -29,26 +29,6 @@ def open_server() -> Iterator[VncServer]:
 def locked_server() -> Iterator[VncServer]:
     with qemu_vnc(password="s3cret") as server:
         yield server
-
-
-def png_pixels(data: bytes) -> tuple[int, int, bytes]:
-    """Width, height and raw RGB rows of an 8-bit RGB PNG (checks the chunk CRCs)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height = 8, b"", 0, 0
-    while pos < len(data):
-        (length,) = struct.unpack_from(">I", data, pos)
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
-        assert crc == zlib.crc32(kind + body)
-        if kind == b"IHDR":
-            width, height, depth, colour = struct.unpack_from(">IIBB", body)
-            assert (depth, colour) == (8, 2)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    assert len(raw) == height * (1 + width * 3)
-    return width, height, raw
 
 
 async def screenshot(

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from lv_daemon import PREFIX, Daemon, banners
 from lv_helpers import libvirt_server
+from pngkit import pixel, png_pixels
 from test_libvirt_qemu import define, hypervisor, remove
 from virtwire_libvirt.vnc import LibvirtVnc, is_local
-from vnc_client import error_of, pixel, png_pixels
+from vnc_client import error_of
 
 
 async def typed(disk: Path, text: str, within: float = 20.0) -> None:

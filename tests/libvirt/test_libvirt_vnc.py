@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from lv_helpers import PLUGIN
 from lv_vnc import Guest, qemu_guest
+from pngkit import pixel, png_pixels
 from qemu_vnc import stop
 from virtwire import rfb
 from virtwire.testing import RunningServer, run_server
-from vnc_client import VncDataStream, WsStream, b64, error_of, pixel, png_pixels, vnc_bytes
+from vnc_client import VncDataStream, WsStream, b64, error_of, vnc_bytes
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 

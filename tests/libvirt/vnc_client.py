@@ -1,10 +1,9 @@
-"""Client-side helpers of the VNC tests: RFB over a ticket URL, PNG reading."""
+"""Client-side helpers of the VNC tests: RFB over a ticket URL, vnc-data as a stream
+(PNG reading: tests/kit/pngkit.py)."""
 
 from __future__ import annotations
 
 import base64
-import struct
-import zlib
 from typing import Any
 
 from virtwire.testing import Client
@@ -29,28 +28,6 @@ class WsStream:
 
     async def close(self) -> None:
         await self.ws.close()
-
-
-def png_pixels(data: bytes) -> tuple[int, int, bytes]:
-    """Width, height and RGB rows (each prefixed by its filter byte) of an RGB PNG."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height = 8, b"", 0, 0
-    while pos < len(data):
-        (length,) = struct.unpack_from(">I", data, pos)
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            width, height = struct.unpack_from(">II", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    assert len(raw) == height * (1 + width * 3)
-    return width, height, raw
-
-
-def pixel(width: int, raw: bytes, x: int, y: int) -> tuple[int, ...]:
-    start = y * (1 + width * 3) + 1 + x * 3
-    return tuple(raw[start : start + 3])
 
 
 async def vnc_bytes(client: Client, vm_id: str, count: int) -> bytes:
