@@ -58,9 +58,12 @@ async def test_frame_has_the_documented_fields_with_sane_values(monitor_server: 
         assert len(cpu["cores"]) == psutil.cpu_count()
         assert 0.0 <= cpu["usage"] <= 100.0
         assert all(0.0 <= c <= 100.0 for c in cpu["cores"])
-        # usage is the whole machine: between the least and the most busy core, near the mean
+        # usage is the whole machine: between the least and the most busy core, near the
+        # mean (each core weighted by the time the kernel counted for it over the interval,
+        # which differs between cores by a tick or by stolen time: hence the spread's share)
         assert min(cpu["cores"]) - 0.1 <= cpu["usage"] <= max(cpu["cores"]) + 0.1
-        assert abs(cpu["usage"] - statistics.fmean(cpu["cores"])) <= 1.0
+        spread = max(cpu["cores"]) - min(cpu["cores"])
+        assert abs(cpu["usage"] - statistics.fmean(cpu["cores"])) <= max(1.0, 0.1 * spread)
         mem = data["memory"]
         assert mem["total"] == total
         assert 0 < mem["used"] <= mem["total"]
