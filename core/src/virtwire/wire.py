@@ -66,6 +66,15 @@ def _flush_dirty(loop: asyncio.AbstractEventLoop) -> None:
         proto.flush()
 
 
+def flush_now() -> None:
+    """Hand the frames written so far this loop tick to the sockets now, instead of at the
+    end of the tick: before a second fan-out, so that the first one's frames do not wait
+    for it (see :mod:`virtwire.builtins.vms`)."""
+    loop = asyncio.get_running_loop()
+    if loop in _dirty:
+        _flush_dirty(loop)
+
+
 class _Inbox:
     """What uvicorn's protocol needs of its ``asyncio.Queue`` of ASGI events (one consumer:
     the application's ``receive``), in a fraction of its memory: no deque until an event

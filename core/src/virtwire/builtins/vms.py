@@ -17,6 +17,7 @@ from ..errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound
 from ..hookspecs import hookimpl
 from ..protocol import convert_data, to_builtins
 from ..topics import Subscription
+from ..wire import flush_now
 from .attribution import PendingActions
 
 if TYPE_CHECKING:
@@ -218,6 +219,10 @@ class VmRegistry:
             data["userId"] = user_id
         if details is not None:
             data["details"] = details
+        # The status this event implies was published just before: it leaves now rather
+        # than with the event's frames at the end of the tick, so that no subscriber's status
+        # waits for the whole system-event fan-out (one more write per client, per event).
+        flush_now()
         self.events.publish("system-event", data, key=vm_id)
 
     def backend_down(self, backend: HypervisorBackend, reason: str) -> None:

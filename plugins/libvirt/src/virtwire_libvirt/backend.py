@@ -137,30 +137,26 @@ class LibvirtBackend:
         if action == "stop" and not force and self.settings.shutdown_timeout > 0:
             waiter = self._wait_for(vm_id, "vm-stopped")
         started = time.monotonic()
-        # The VM's events wait until the reply is written and, while anyone watches
-        # statuses, until the counters after the action are in (so the status the event
-        # publishes has fresh figures). The reply needs only the action: the counters are
-        # read in the same worker trip once the reply can go.
+        # The VM's events wait until the reply is written. The reply needs only the action;
+        # while anyone watches statuses, the counters after it are read in the same worker
+        # trip once the reply can go, and folded into the VM's figures (the status the event
+        # implies is published at once, with the figures known then; the next stats tick
+        # has the fresh ones).
         hold = self._hold(vm_id)
-        watching = self._watching
-        state = [2 if watching else 1, False]  # [still to come, released]
+        released = [False]
 
         def release() -> None:
-            if not state[1]:
-                state[1] = True
+            if not released[0]:
+                released[0] = True
                 self._release(vm_id, hold)
-
-        def one_done() -> None:
-            state[0] -= 1
-            if state[0] <= 0:
-                release()
 
         def sampled(sample: Sample | None) -> None:
             if sample is not None:
                 self._figures(vm_id, sample)
-            one_done()
 
-        after = ((lambda conn, _: self._sample_sync(conn, vm_id)), sampled) if watching else None
+        after = (
+            ((lambda conn, _: self._sample_sync(conn, vm_id)), sampled) if self._watching else None
+        )
         try:
             await self.connection.call(
                 self._act_sync, vm_id, action, force, vm_id=vm_id, after=after
@@ -183,9 +179,9 @@ class LibvirtBackend:
             raise
         if waiter is None:
             # the core writes the reply when this returns, before this callback runs
-            asyncio.get_running_loop().call_soon(one_done)
+            asyncio.get_running_loop().call_soon(release)
         else:
-            one_done()  # the reply waits for the VM's stop event: let its events flow
+            release()  # the reply waits for the VM's stop event: let its events flow
         if action in ("restart", "reset"):
             # drivers that send no REBOOT event (the test driver) still get their
             # vm-rebooted; the pump reports one of the two when both come
