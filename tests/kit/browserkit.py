@@ -30,10 +30,10 @@ NOVNC_PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>noVNC</title>
 <div id="screen" style="width: 720px; height: 400px"></div>
+<script>window.events = [];</script>
 <script type="module">
 import RFB from "/novnc/core/rfb.js";
 const url = new URLSearchParams(location.search).get("url");
-window.events = [];
 const rfb = new RFB(document.getElementById("screen"), url);
 for (const name of ["connect", "disconnect", "securityfailure", "credentialsrequired"]) {
   rfb.addEventListener(name, () => window.events.push(name));
@@ -91,5 +91,6 @@ async def open_novnc(browser: Browser, site: str, ws_url: str) -> Page:
     """A page of ``novnc_site`` on ``ws_url``, once noVNC says it is connected."""
     page = await browser.new_page(viewport={"width": 760, "height": 440})
     await page.goto(f"{site}/index.html?url={ws_url}")
-    await page.wait_for_function("window.events.includes('connect')", timeout=20000)
+    # polls until true: an exception (the page not ready) would end the wait at once
+    await page.wait_for_function("(window.events || []).includes('connect')", timeout=20000)
     return page

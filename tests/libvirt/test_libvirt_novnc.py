@@ -63,5 +63,5 @@ async def test_novnc_connects_shows_the_screen_and_types(guest: Guest, tmp_path:
             await page.screenshot(path=str(tmp_path / "novnc.png"))
             assert await page.evaluate("window.events") == ["connect"]
             await client.request("vnc-disconnect", {"vmId": "vnc-vm"})
-            await page.wait_for_function("window.events.includes('disconnect')")
+            await page.wait_for_function("(window.events || []).includes('disconnect')")
     assert (tmp_path / "novnc.png").stat().st_size > 1000

@@ -54,4 +54,4 @@ async def test_vnc_connect_input_screenshot_and_novnc(
             await page.wait_for_function(SCREEN_SHOWN, timeout=20000)
             assert await page.evaluate("window.events") == ["connect"]
             await client.request("vnc-disconnect", {"vmId": "pve:100"})
-            await page.wait_for_function("window.events.includes('disconnect')")
+            await page.wait_for_function("(window.events || []).includes('disconnect')")
