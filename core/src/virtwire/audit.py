@@ -25,12 +25,13 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import ConfigError
+from .errors import ConfigError, ErrorCode, VirtwireError
 from .log import _SECRET_KEYS, redact_text
 from .protocol import UtcClock
 
@@ -157,6 +158,32 @@ class AuditLog:
         self._flush_timer = None
         self._armed = False  # a record from now on schedules the next round
         self._kick.set()
+
+    @contextlib.contextmanager
+    def request(
+        self, event: str, session: Session | None, **fields: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Record ``event`` for the request the ``with`` block runs: the session's fields,
+        ``fields`` (the block may add to the dict it gets), ``outcome`` (``ok``, the error
+        code the client got, or ``cancelled``) and ``durationMs``."""
+        start = time.perf_counter()
+        outcome: str = "cancelled"
+        try:
+            yield fields
+            outcome = "ok"
+        except VirtwireError as exc:
+            outcome = exc.code
+            raise
+        except Exception:
+            outcome = ErrorCode.INTERNAL_ERROR
+            raise
+        finally:
+            if self.enabled:
+                record = self.session_fields(session)
+                record.update(fields)
+                record["outcome"] = outcome
+                record["durationMs"] = (time.perf_counter() - start) * 1000
+                self.record(event, record)
 
     def session_fields(self, session: Session | None) -> dict[str, Any]:
         """``user`` and ``address`` of a ``/ws`` connection, and the request ``id`` being

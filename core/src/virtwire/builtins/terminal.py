@@ -9,7 +9,6 @@ a reattach. The transports (SSH, serial...) come from ``register_consoles``.
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -193,37 +192,21 @@ class TerminalHandlers:
     async def connect(self, session: Session, data: ConnectData) -> Reply:
         """``terminal-connect``, recorded in the audit stream (``terminal-open`` for a new
         terminal, ``terminal-attach`` for joining one by ``sessionId``)."""
-        start = time.perf_counter()
         event = "terminal-open" if data.sessionId is None else "terminal-attach"
-        audit = self.gateway.audit_log
-        outcome = "cancelled"
-        reply: Reply | None = None
-        try:
+        login = (data.credentials or {}).get("username")
+        with self.gateway.audit_log.request(
+            event,
+            session,
+            vmId=data.vmId,
+            type=data.type or ("ssh" if data.sessionId is None else None),
+            login=login if isinstance(login, str) else None,
+            sessionId=data.sessionId,
+        ) as fields:
             reply = await self._connect(session, data)
-            outcome = "ok"
+            fields["type"] = reply.data["type"]
+            fields["sessionId"] = reply.data["sessionId"]
+            fields["mode"] = reply.data["mode"]
             return reply
-        except VirtwireError as exc:
-            outcome = exc.code
-            raise
-        except Exception:
-            outcome = ErrorCode.INTERNAL_ERROR
-            raise
-        finally:
-            fields = audit.session_fields(session)
-            fields["vmId"] = data.vmId
-            fields["type"] = data.type or ("ssh" if data.sessionId is None else None)
-            login = (data.credentials or {}).get("username")
-            if isinstance(login, str):
-                fields["login"] = login
-            if reply is not None:
-                fields["type"] = reply.data["type"]
-                fields["sessionId"] = reply.data["sessionId"]
-                fields["mode"] = reply.data["mode"]
-            elif data.sessionId is not None:
-                fields["sessionId"] = data.sessionId
-            fields["outcome"] = outcome
-            fields["durationMs"] = (time.perf_counter() - start) * 1000
-            audit.record(event, fields)
 
     async def _connect(self, session: Session, data: ConnectData) -> Reply:
         vm_id = data.vmId

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
-import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..backends import ACTION_EVENTS, Action, HypervisorBackend, VmId, VmStatus
-from ..errors import BackendUnavailable, ErrorCode, VirtwireError, VmNotFound
+from ..errors import BackendUnavailable, VirtwireError, VmNotFound
 from ..hookspecs import hookimpl
 from ..protocol import convert_data, to_builtins
 from ..topics import Subscription
@@ -493,31 +492,15 @@ async def audited_vm_control(session: Session, data: VmControl) -> dict[str, Any
     """``vm-control`` with its record in the audit stream: once, on the gateway the client
     is connected to (a control another gateway runs through the broker is recorded here),
     for success and for every refusal or failure (the error code)."""
-    start = time.perf_counter()
-    outcome = "cancelled"
-    try:
-        result = await vm_control(session, data)
-        outcome = "ok"
-        return result
-    except VirtwireError as exc:
-        outcome = exc.code
-        raise
-    except Exception:
-        outcome = ErrorCode.INTERNAL_ERROR
-        raise
-    finally:
-        gateway = session.gateway
-        audit = gateway.audit_log
-        if audit.enabled:
-            fields = audit.session_fields(session)
-            backend = gateway.vms.owner.get(data.vmId)
-            fields["vmId"] = data.vmId
-            fields["backend"] = getattr(backend, "name", None)
-            fields["action"] = data.action
-            fields["force"] = data.force
-            fields["outcome"] = outcome
-            fields["durationMs"] = (time.perf_counter() - start) * 1000
-            audit.record("vm-control", fields)
+    gateway = session.gateway
+    with gateway.audit_log.request(
+        "vm-control", session, vmId=data.vmId, backend=None, action=data.action, force=data.force
+    ) as fields:
+        try:
+            return await vm_control(session, data)
+        finally:
+            # the backend that ran it (known once it was asked; none when another gateway did)
+            fields["backend"] = getattr(gateway.vms.owner.get(data.vmId), "name", None)
 
 
 @hookimpl

@@ -93,26 +93,8 @@ def _reply(session: Session, console: VncConsole) -> dict[str, Any]:
 
 async def vnc_connect(session: Session, data: VncConnect) -> dict[str, Any]:
     """``vnc-connect``, recorded in the audit stream (``console-open``)."""
-    start = time.perf_counter()
-    outcome = "cancelled"
-    try:
-        reply = await _vnc_connect(session, data)
-        outcome = "ok"
-        return reply
-    except VirtwireError as exc:
-        outcome = exc.code
-        raise
-    except Exception:
-        outcome = ErrorCode.INTERNAL_ERROR
-        raise
-    finally:
-        audit = session.gateway.audit_log
-        fields = audit.session_fields(session)
-        fields["vmId"] = data.vmId
-        fields["kind"] = KIND
-        fields["outcome"] = outcome
-        fields["durationMs"] = (time.perf_counter() - start) * 1000
-        audit.record("console-open", fields)
+    with session.gateway.audit_log.request("console-open", session, vmId=data.vmId, kind=KIND):
+        return await _vnc_connect(session, data)
 
 
 async def _vnc_connect(session: Session, data: VncConnect) -> dict[str, Any]:
