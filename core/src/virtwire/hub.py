@@ -334,14 +334,17 @@ class Channel:
         ``key``. Returns how many outboxes took it."""
         if not self._subscribers:
             return 0
-        text = encode(type_, data)
+        return self._fan_out(encode(type_, data), key, type_)
+
+    def _fan_out(self, text: str, key: Hashable, label: str) -> int:
+        """:meth:`publish_text`, timed and counted under ``label`` when metrics are on."""
         metrics = self.metrics
         if metrics is None:
             return self.publish_text(text, key)
         start = perf_counter()
         delivered = self.publish_text(text, key)
         metrics.fanout.observe(perf_counter() - start)
-        metrics.sent(type_, delivered)
+        metrics.sent(label, delivered)
         return delivered
 
     def publish_text(self, text: str, key: Hashable = None) -> int:

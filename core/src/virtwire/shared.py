@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Callable
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from .broker import Entry, close_frame
@@ -48,17 +47,7 @@ class SharedChannel(Channel):
         self.offset += 1
         text = close_frame(open_text, self.offset, self.epoch)
         self.history.append(Entry(self.offset, key, text))
-        return self._fan_out(text, key)
-
-    def _fan_out(self, text: str, key: str | None) -> int:
-        metrics = self.metrics
-        if metrics is None:
-            return self.publish_text(text, key)
-        start = perf_counter()
-        delivered = self.publish_text(text, key)
-        metrics.fanout.observe(perf_counter() - start)
-        metrics.sent(self.name, delivered)
-        return delivered
+        return self._fan_out(text, key, self.name)
 
     def deliver(self, offset: int, epoch: str, key: str | None, text: str) -> int:
         """A positioned frame from the broker."""
@@ -71,7 +60,7 @@ class SharedChannel(Channel):
         self.history.append(Entry(offset, key, text))
         if self.latest and key is not None:
             self.values[key] = text
-        return self._fan_out(text, key)
+        return self._fan_out(text, key, self.name)
 
     def sync(self, epoch: str, offset: int) -> None:
         """Take the broker's position (at start, or after it lost its history): frames up to
@@ -86,7 +75,7 @@ class SharedChannel(Channel):
         text = open_text + "}"
         if self.latest and key is not None:
             self.values[key] = text
-        return self._fan_out(text, key)
+        return self._fan_out(text, key, self.name)
 
     def forget(self, key: str) -> None:
         self.values.pop(key, None)

@@ -420,10 +420,15 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     keepalive_slot: int | None = None
     #: The pending deadline is the pong's (else: the next ping).
     _awaiting_pong = False
+    #: The loop's shared Keepalive, looked up once per connection.
+    _wheel: Keepalive | None = None
 
     def _keepalive(self) -> Keepalive:
-        assert self.ping_interval is not None
-        return keepalive_for(self.loop, tick_for(self.ping_interval))
+        wheel = self._wheel
+        if wheel is None:
+            assert self.ping_interval is not None
+            wheel = self._wheel = keepalive_for(self.loop, tick_for(self.ping_interval))
+        return wheel
 
     def start_keepalive(self) -> None:
         if self.ping_interval is not None and self.ping_interval > 0:
