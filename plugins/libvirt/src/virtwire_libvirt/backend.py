@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,7 +27,8 @@ T = TypeVar("T")
 
 #: A REBOOT event this soon after the backend reported the reboot itself is the same one.
 REBOOT_DEDUP = 3.0
-#: Lifecycle events waiting to be reported; beyond this the backend re-syncs instead.
+#: Lifecycle events waiting to be reported (behind a control call's reply or a refresh);
+#: beyond this the backend re-syncs instead.
 EVENT_QUEUE = 1024
 
 
@@ -54,25 +56,26 @@ class LibvirtBackend:
         self._known: dict[str, str] = {}  # vm_id -> last status word reported
         self._lifecycle: dict[str, str] = {}  # vm_id -> status word from the last event
         self._ifaces: dict[tuple[str, int], list[str]] = {}
-        self._queue: asyncio.Queue[EventItem] | None = None
+        #: Events waiting: behind a held VM's (see _hold) or a refresh in progress, in order.
+        self._backlog: collections.deque[EventItem] = collections.deque()
+        self._refreshing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._pump_task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
         self._reboot_reported: dict[str, float] = {}
-        self._holds: dict[str, list[Any]] = {}
+        #: vmId -> control calls in flight whose reply its events wait for.
+        self._held: dict[str, int] = {}
         self._watching = False
         self._down = False
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, events: VmEvents) -> None:
         self._events = events
-        self._queue = asyncio.Queue(EVENT_QUEUE)
-        self._pump_task = asyncio.create_task(self._pump(), name="libvirt-events")
         await self.connection.start()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._pump_task, self._ticker, *self._tasks) if t is not None]
+        self._backlog.clear()
+        tasks = [t for t in (self._refreshing, self._ticker, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:  # bounded: shutting down never hangs on a stuck worker
@@ -142,13 +145,8 @@ class LibvirtBackend:
         # trip once the reply can go, and folded into the VM's figures (the status the event
         # implies is published at once, with the figures known then; the next stats tick
         # has the fresh ones).
-        hold = self._hold(vm_id)
-        released = [False]
-
-        def release() -> None:
-            if not released[0]:
-                released[0] = True
-                self._release(vm_id, hold)
+        self._hold(vm_id)
+        loop = asyncio.get_running_loop()
 
         def sampled(sample: Sample | None) -> None:
             if sample is not None:
@@ -162,11 +160,11 @@ class LibvirtBackend:
                 self._act_sync, vm_id, action, force, vm_id=vm_id, after=after
             )
         except VirtwireError:
-            release()
+            loop.call_soon(self._release, vm_id)  # after the error reply
             self._drop_waiter(vm_id, waiter)
             raise
         except Exception as exc:
-            release()
+            loop.call_soon(self._release, vm_id)
             self._drop_waiter(vm_id, waiter)
             raise VirtwireError(
                 f"VM_{action.upper()}_FAILED",
@@ -175,13 +173,13 @@ class LibvirtBackend:
                 details=describe(exc),
             ) from exc
         except BaseException:  # cancelled: nothing will report for it
-            release()
+            loop.call_soon(self._release, vm_id)
             raise
         if waiter is None:
             # the core writes the reply when this returns, before this callback runs
-            asyncio.get_running_loop().call_soon(release)
+            loop.call_soon(self._release, vm_id)
         else:
-            release()  # the reply waits for the VM's stop event: let its events flow
+            self._release(vm_id)  # the reply waits for the VM's stop event: let its events flow
         if action in ("restart", "reset"):
             # drivers that send no REBOOT event (the test driver) still get their
             # vm-rebooted; the pump reports one of the two when both come
@@ -217,76 +215,94 @@ class LibvirtBackend:
         except (libvirt.libvirtError, sampling.NoDomain):
             return None
 
-    def _hold(self, vm_id: str) -> list[Any]:
-        """While a control action's libvirt call runs, the events of its VM wait: the
-        caller's reply goes out before their fan-out."""
-        entry = self._holds.get(vm_id)
-        if entry is None:
-            entry = self._holds[vm_id] = [0, asyncio.get_running_loop().create_future()]
-        entry[0] += 1
-        return entry
+    def _hold(self, vm_id: str) -> None:
+        """While a control action's libvirt call runs, the events of its VM (and those after
+        them) wait: the caller's reply goes out before their fan-out."""
+        self._held[vm_id] = self._held.get(vm_id, 0) + 1
 
-    def _release(self, vm_id: str, entry: list[Any]) -> None:
-        entry[0] -= 1
-        if entry[0] == 0:
-            if self._holds.get(vm_id) is entry:
-                del self._holds[vm_id]
-            asyncio.get_running_loop().call_soon(_resolve, entry[1])
+    def _release(self, vm_id: str) -> None:
+        left = self._held[vm_id] - 1
+        if left:
+            self._held[vm_id] = left
+        else:
+            del self._held[vm_id]
+            self._run_backlog()
 
-    # -- events from libvirt (the event thread) ------------------------------------------
+    # -- events from libvirt (on the loop, in the order libvirt sent them) ----------------
     def _enqueue(self, item: EventItem) -> None:
-        if self._queue is None:
+        """Report an event at once, unless earlier ones wait or its VM is held."""
+        backlog = self._backlog
+        if backlog or self._refreshing is not None or item[1] in self._held:
+            if len(backlog) >= EVENT_QUEUE:
+                self.log.warning("libvirt event backlog full, re-syncing")
+                self._spawn(self._resync())
+                return
+            backlog.append(item)
             return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.log.warning("libvirt event queue full, re-syncing")
-            self._spawn(self._resync())
+        self._report(item)
 
-    async def _pump(self) -> None:
-        assert self._queue is not None and self._events is not None
-        while True:
-            generation, vm_id, kind, event, detail = await self._queue.get()
-            if generation != self.connection.generation:
-                continue
-            hold = self._holds.get(vm_id)
-            if hold is not None:
-                await asyncio.wait((hold[1],))
-            implied: str | None = None
-            if kind in ("reboot", "acted-reboot"):
-                mapped: tuple[str, str] | None = ("vm-rebooted", "info")
-                last = self._reboot_reported.get(vm_id, -1e9)
-                if kind == "acted-reboot" and last * 1e6 >= event:
-                    mapped = None  # libvirt's own REBOOT for this action came first
-                elif kind == "reboot" and time.monotonic() - last < REBOOT_DEDUP:
-                    mapped = None  # reported already for the action that caused it
-                else:
-                    self._reboot_reported[vm_id] = time.monotonic()
-                    implied = self._known.get(vm_id)
+    def _run_backlog(self) -> None:
+        """Report the waiting events, in order, up to one of a held VM or a refresh."""
+        backlog = self._backlog
+        while backlog and self._refreshing is None and backlog[0][1] not in self._held:
+            self._report(backlog.popleft())
+
+    def _report(self, item: EventItem) -> None:
+        try:
+            self._handle(item)
+        except Exception:  # a bug here must not stop the events after it
+            self.log.exception("libvirt event not reported", vm=item[1], kind=item[2])
+
+    def _handle(self, item: EventItem) -> None:
+        assert self._events is not None
+        generation, vm_id, kind, event, detail = item
+        if generation != self.connection.generation:
+            return
+        implied: str | None = None
+        if kind in ("reboot", "acted-reboot"):
+            mapped: tuple[str, str] | None = ("vm-rebooted", "info")
+            last = self._reboot_reported.get(vm_id, -1e9)
+            if kind == "acted-reboot" and last * 1e6 >= event:
+                mapped = None  # libvirt's own REBOOT for this action came first
+            elif kind == "reboot" and time.monotonic() - last < REBOOT_DEDUP:
+                mapped = None  # reported already for the action that caused it
             else:
-                mapped = lifecycle_event(event, detail)
-                previous = self._lifecycle.get(vm_id, self._known.get(vm_id))
-                if event == RESUMED and previous not in (None, "paused", "suspended"):
-                    mapped = None  # QEMU resumes the vCPUs of a domain it is starting
-                self._lifecycle[vm_id] = EVENT_STATES.get(event, previous or "unknown")
-                implied = EVENT_STATES.get(event)
-                if implied is not None and implied == self._known.get(vm_id):
-                    implied = None  # no change (QEMU's RESUMED right after STARTED)
-            if implied is not None:
-                # the status the event implies, at once, with the figures last sampled
-                # (the next stats tick refreshes them): one fan-out, no worker trip
-                status = self._as_status(vm_id, implied, self._rates.get(vm_id))
-                if implied not in ACTIVE_WORDS:
-                    self._rates.pop(vm_id, None)
-                self._events.status(status)
-            if mapped is not None:
-                name, level = mapped
-                self._events.event(name, vm_id, level=level)
-                self._wake(vm_id, name)
-            if kind == "lifecycle" and event == UNDEFINED:
-                self._forget(vm_id)
-            elif kind == "lifecycle" and event not in EVENT_STATES:
-                await self._refresh(vm_id)  # e.g. DEFINED: the state is not in the event
+                self._reboot_reported[vm_id] = time.monotonic()
+                implied = self._known.get(vm_id)
+        else:
+            mapped = lifecycle_event(event, detail)
+            previous = self._lifecycle.get(vm_id, self._known.get(vm_id))
+            if event == RESUMED and previous not in (None, "paused", "suspended"):
+                mapped = None  # QEMU resumes the vCPUs of a domain it is starting
+            self._lifecycle[vm_id] = EVENT_STATES.get(event, previous or "unknown")
+            implied = EVENT_STATES.get(event)
+            if implied is not None and implied == self._known.get(vm_id):
+                implied = None  # no change (QEMU's RESUMED right after STARTED)
+        if implied is not None:
+            # the status the event implies, at once, with the figures last sampled
+            # (the next stats tick refreshes them): one fan-out, no worker trip
+            status = self._as_status(vm_id, implied, self._rates.get(vm_id))
+            if implied not in ACTIVE_WORDS:
+                self._rates.pop(vm_id, None)
+            self._events.status(status)
+        if mapped is not None:
+            name, level = mapped
+            self._events.event(name, vm_id, level=level)
+            self._wake(vm_id, name)
+        if kind == "lifecycle" and event == UNDEFINED:
+            self._forget(vm_id)
+        elif kind == "lifecycle" and event not in EVENT_STATES:
+            # e.g. DEFINED: the state is not in the event; the events after it wait
+            self._refreshing = asyncio.get_running_loop().create_task(
+                self._refresh_then_go_on(vm_id), name="libvirt-refresh"
+            )
+
+    async def _refresh_then_go_on(self, vm_id: str) -> None:
+        try:
+            await self._refresh(vm_id)
+        finally:
+            self._refreshing = None
+            self._run_backlog()
 
     async def _refresh(self, vm_id: str) -> None:
         """Push a fresh status of one VM (or its removal)."""
@@ -432,7 +448,3 @@ class LibvirtBackend:
 #: Status words of a domain with a QEMU process (its figures mean something).
 ACTIVE_WORDS = frozenset(status_word(state) for state in sampling.ACTIVE_STATES)
 
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
