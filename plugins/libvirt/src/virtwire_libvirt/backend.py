@@ -447,4 +447,3 @@ class LibvirtBackend:
 
 #: Status words of a domain with a QEMU process (its figures mean something).
 ACTIVE_WORDS = frozenset(status_word(state) for state in sampling.ACTIVE_STATES)
-

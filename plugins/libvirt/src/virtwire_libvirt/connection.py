@@ -78,6 +78,12 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+def _expire(fut: asyncio.Future[Any]) -> None:
+    """On the loop: a call's time is up (its thread's late outcome is then ignored)."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 def _hand_over(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
     """From a link thread: run ``fn(*args)`` on the loop (nothing if the loop is closed)."""
     with contextlib.suppress(RuntimeError):
@@ -431,7 +437,8 @@ class LibvirtConnection:
         after: After | None = None,
     ) -> T:
         """Run the blocking ``fn(conn, *args)`` on the current connection in one of its
-        threads, bounded by ``call_timeout``; calls for one ``vm_id`` run in order. With
+        threads, bounded by ``call_timeout``; calls for one ``vm_id`` run in order (the wait
+        for the one before is bounded by ``call_timeout`` too). With
         ``after = (g, cb)``: see :meth:`Link.post` (the call returns before ``g`` runs;
         ``cb`` is not called when ``fn`` fails)."""
         link = self._require(vm_id)
@@ -441,16 +448,21 @@ class LibvirtConnection:
         if vm_id is not None:
             prev = self._tails.get(vm_id)
             done = self._tails[vm_id] = loop.create_future()
+        timeout = self.settings.call_timeout
         try:
-            async with asyncio.timeout(self.settings.call_timeout):
-                if prev is not None and not prev.done():
-                    # the previous call for this VM first (asyncio.wait never cancels the
-                    # other caller's future); a lost connection ends the wait at once
+            if prev is not None and not prev.done():
+                # the previous call for this VM first (asyncio.wait never cancels the
+                # other caller's future); a lost connection ends the wait at once
+                async with asyncio.timeout(timeout):
                     await asyncio.wait((prev, link.gone), return_when=asyncio.FIRST_COMPLETED)
-                    link = self._require(vm_id)
-                result: asyncio.Future[T] = loop.create_future()
-                link.post(loop, result, fn, args, after)
+                link = self._require(vm_id)
+            result: asyncio.Future[T] = loop.create_future()
+            link.post(loop, result, fn, args, after)
+            timer = loop.call_later(timeout, _expire, result)
+            try:
                 return await result
+            finally:
+                timer.cancel()
         except TimeoutError:
             raise self.unavailable(
                 vm_id, details=f"no answer from libvirt within {self.settings.call_timeout:g} s"
