@@ -11,9 +11,9 @@
    event thread delivering the action's event): what a thread hop and libvirt's event thread
    cost on this machine whatever the gateway.
 
-With two or more CPUs the server process runs on one and this script (the clients) on another:
-the round trips otherwise move by +-50 us from run to run with where the scheduler puts the
-server's threads.
+For the round trips, with two or more CPUs, the server process runs on one CPU and this script
+(the client) on the others: otherwise the round trips move by +-50 us from run to run with where
+the scheduler puts the server's threads (``--no-pin`` to see it). The fan-out runs unpinned.
 
 The server (``_libvirt_server.py``) runs in its own process; the 1000 subscribers run in
 another, on raw sockets that only count frames (no JSON parsing), and report when the last
@@ -208,9 +208,20 @@ def pin(server_pid: int) -> None:
     if not PIN or len(cpus) < 2:
         return
     os.sched_setaffinity(0, set(cpus[:-1]))
-    for tid in os.listdir(f"/proc/{server_pid}/task"):
+    _place(server_pid, {cpus[-1]})
+
+
+def unpin(server_pid: int, cpus: set[int]) -> None:
+    """Back to every CPU (for the fan-out: 1000 subscribers in one process on the clients'
+    CPU would be the bottleneck)."""
+    os.sched_setaffinity(0, cpus)
+    _place(server_pid, cpus)
+
+
+def _place(pid: int, cpus: set[int]) -> None:
+    for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), {cpus[-1]})
+            os.sched_setaffinity(int(tid), cpus)
 
 
 def main() -> None:
@@ -230,6 +241,7 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
+    everywhere = os.sched_getaffinity(0)
     direct = direct_calls(args.trips)
     floor = start_server(script="_libvirt_floor.py")
     try:
@@ -246,6 +258,7 @@ def main() -> None:
         busy: list[float] = []
         if args.no_fanout:
             return report(args, direct, floors, noop, control, event, plain, busy, cpu)
+        unpin(server.proc.pid, everywhere)
         ours, theirs = mp.Pipe()
         loader = mp.get_context("fork").Process(
             target=subscribers, args=(port, args.subscribers, theirs), daemon=True

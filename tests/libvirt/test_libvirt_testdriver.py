@@ -193,6 +193,47 @@ async def test_outside_changes_become_events_without_user() -> None:
             await asyncio.to_thread(conn.close)
 
 
+async def test_events_behind_a_refresh_keep_libvirt_order() -> None:
+    """DEFINED carries no state: the backend reads the VM afresh, and the events after it
+    wait for that read. A define and a start back to back end with the VM running and the
+    events in libvirt's order (the refresh's answer must not overtake the start)."""
+    xml = """<domain type='test'><name>quick</name><memory>65536</memory>
+             <os><type>hvm</type></os></domain>"""
+
+    def define_and_start() -> None:
+        conn = libvirt.open("test:///default")
+        try:
+            conn.defineXML(xml).create()
+        finally:
+            conn.close()
+
+    async with libvirt_server() as server, server.client() as client:
+        await client.request("subscribe", {"topic": "vm-status-all"})
+        await asyncio.to_thread(define_and_start)
+        seen: list[tuple[str, str]] = []
+        while ("system-event", "vm-started") not in seen:
+            frame = await client.expect(where=lambda f: f.get("data", {}).get("vmId") == "quick")
+            key = "event" if frame["type"] == "system-event" else "status"
+            seen.append((frame["type"], frame["data"][key]))
+        events = [v for t, v in seen if t == "system-event"]
+        assert events == ["vm-created", "vm-started"], seen
+        statuses = [v for t, v in seen if t == "vm-status"]
+        assert statuses[-1] == "running", seen
+        # the status the start implies comes right before its event
+        assert seen[-2:] == [("vm-status", "running"), ("system-event", "vm-started")], seen
+        # a VM like any other from here on
+        reply = await client.request(
+            "vm-control", {"vmId": "quick", "action": "stop", "force": True}
+        )
+        assert reply["type"] == "vm-control-response", reply
+        await client.expect("vm-status", where=is_status("quick", "stopped"))
+        conn = await asyncio.to_thread(libvirt.open, "test:///default")
+        try:
+            await asyncio.to_thread(conn.lookupByName("quick").undefine)
+        finally:
+            await asyncio.to_thread(conn.close)
+
+
 async def test_stats_are_polled_only_while_someone_listens() -> None:
     async with libvirt_server(stats_interval=0.1) as server:
         backend = backend_of(server)

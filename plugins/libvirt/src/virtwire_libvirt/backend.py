@@ -182,7 +182,7 @@ class LibvirtBackend:
             self._release(vm_id)  # the reply waits for the VM's stop event: let its events flow
         if action in ("restart", "reset"):
             # drivers that send no REBOOT event (the test driver) still get their
-            # vm-rebooted; the pump reports one of the two when both come
+            # vm-rebooted; _handle reports one of the two when both come
             since = int(started * 1e6)  # µs: an int fits the event item
             self._enqueue((self.connection.generation, vm_id, "acted-reboot", since, 0))
         if waiter is not None:
