@@ -241,3 +241,46 @@ async def test_the_test_kit_text_client_follows_a_log(logs_server, logdir):
             assert await client.recv() == FORBIDDEN.format("secret.log")
             code, _ = await client.closed()
             assert code == 1008
+
+
+async def test_reads_and_refusals_are_in_the_audit_stream(logs_server, logdir):
+    """Who read which log, for how long, and every refusal (docs/audit.md); no token in the
+    file."""
+    lines(logdir / "ds_update.log", 0, 1)
+    async with logs_server(max_connections_per_client=1) as server:
+        reader = server.running.token("alice", scopes=["logs:read"])
+        async with server.logs("ds_update.log", token=reader) as client:
+            assert await client.next() == "line 0"
+            # a second stream from the same address is over the cap
+            async with server.logs("upload.log", token=reader) as second:
+                assert (await second.closed())[0] == 4029
+        async with server.logs("ds_update.log", token="not-a-jwt") as client:
+            assert (await client.closed())[0] == 4001
+        async with server.logs("ds_update.log", token=None) as client:
+            assert (await client.closed())[0] == 4001
+        async with server.logs("secret.log", token=reader) as client:
+            assert (await client.closed())[0] == 1008
+        no_scope = server.running.token("bob", scopes=["vm:read"])
+        async with server.logs("ds_update.log", token=no_scope) as client:
+            assert (await client.closed())[0] == 1008
+
+        opens = await server.running.audit_records("log-open", count=5)
+        closes = await server.running.audit_records("log-close")
+        refused = await server.running.audit_records("auth-refused")
+        text = server.gateway.audit_log.path.read_text()
+
+    assert [(r.get("user"), r.get("file"), r["outcome"]) for r in opens] == [
+        ("alice", "ds_update.log", "ok"),
+        ("alice", None, "TOO_MANY_CONNECTIONS"),
+        (None, None, "AUTH_REQUIRED"),
+        ("alice", "secret.log", "FORBIDDEN"),
+        ("bob", None, "FORBIDDEN"),  # a token without logs:read
+    ]
+    assert all(r["address"].startswith("127.0.0.1:") for r in opens)
+    (close,) = closes
+    assert close["user"] == "alice" and close["file"] == "ds_update.log"
+    assert close["reason"] == "client-disconnect" and close["skipped"] == 0
+    assert close["durationMs"] > 0
+    (bad,) = refused
+    assert bad["path"] == "/api/v1/ws/logs" and bad["outcome"] == "AUTH_FAILED"
+    assert reader not in text and no_scope not in text

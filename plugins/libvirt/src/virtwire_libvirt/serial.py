@@ -138,7 +138,7 @@ class ConsoleStream:
             raise self._open_failed(exc, force) from None
         finally:
             self._opened.set()
-        self.transport.log.info("serial console opened", vm=self.vm_id, force=force)
+        self.transport.log.debug("serial console opened", vm=self.vm_id, force=force)
 
     def _open_failed(self, exc: Any, force: bool) -> VirtwireError:
         text = str(exc.get_error_message() if hasattr(exc, "get_error_message") else exc)
@@ -222,7 +222,7 @@ class ConsoleStream:
         self.ended = reason
         self.stream = None
         self.transport.forget(self)
-        self.transport.log.info("serial console ended", vm=self.vm_id, reason=reason)
+        self.transport.log.debug("serial console ended", vm=self.vm_id, reason=reason)
         for tap in self.taps:
             tap.end(reason)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from virtwire.connection import header, origin_allowed, token_from_scope
+from virtwire.connection import client_address, header, origin_allowed, token_from_scope
 from virtwire.errors import CloseCode, ErrorCode, VirtwireError
 
 from .buffer import ClientBuffer
@@ -42,12 +42,25 @@ class Refusal(Exception):
     """Why a connection is not served: the text sent, the close code and reason, and what
     the server's log records."""
 
-    def __init__(self, text: str, code: int, reason: str, log: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        text: str,
+        code: int,
+        reason: str,
+        log: dict[str, Any],
+        *,
+        outcome: str,
+        audited: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.text = text
         self.code = code
         self.reason = reason
         self.log = log
+        #: For the audit stream: the error code (``log-open``'s ``outcome``).
+        self.outcome = outcome
+        #: Already in the audit stream (a refused token is an ``auth-refused``).
+        self.audited = audited
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Admitted:
     ip: str
     user: str | None
     expires_at: float | None
+    address: str | None
 
 
 class LogsEndpoint:
@@ -96,6 +110,16 @@ class LogsEndpoint:
             admitted = self._admit(scope, await self._principal(scope))
         except Refusal as refusal:
             gateway.log.info("log stream refused", route=PATH, **refusal.log)
+            if not refusal.audited:
+                gateway.audit_log.record(
+                    "log-open",
+                    _present(
+                        user=refusal.log.get("user"),
+                        address=client_address(scope),
+                        file=refusal.log.get("file"),
+                        outcome=refusal.outcome,
+                    ),
+                )
             with contextlib.suppress(OSError):
                 await send({"type": "websocket.send", "text": refusal.text})
                 await send(
@@ -113,7 +137,12 @@ class LogsEndpoint:
         except VirtwireError as exc:
             code = CloseCode.POLICY_VIOLATION if exc.code == ErrorCode.FORBIDDEN else CloseCode.AUTH
             log = {"code": exc.code, "reason": exc.message}
-            raise Refusal(exc.message, code, exc.code, log) from None
+            if isinstance(exc.details, dict) and exc.details.get("user") is not None:
+                log["user"] = exc.details["user"]
+            audited = exc.code in (ErrorCode.AUTH_FAILED, ErrorCode.TOKEN_EXPIRED)
+            raise Refusal(
+                exc.message, code, exc.code, log, outcome=exc.code, audited=audited
+            ) from None
 
     def _admit(self, scope: Scope, principal: Principal | None) -> Admitted:
         """Check the name and the per-client cap, or raise a Refusal."""
@@ -131,6 +160,7 @@ class LogsEndpoint:
                 CloseCode.POLICY_VIOLATION,
                 "forbidden",
                 {"file": _echo(name), "user": user, "code": "forbidden"},
+                outcome=ErrorCode.FORBIDDEN,
             )
         client = scope.get("client")
         ip = client[0] if client else "?"
@@ -140,10 +170,11 @@ class LogsEndpoint:
                 text("logs.too_many", limit=limit),
                 CloseCode.TOO_MANY_CONNECTIONS,
                 "too many connections",
-                {"client": ip, "code": "too many connections", "limit": limit},
+                {"client": ip, "code": "too many connections", "limit": limit, "user": user},
+                outcome="TOO_MANY_CONNECTIONS",
             )
         expires_at = principal.expires_at if principal is not None else None
-        return Admitted(name, source, ip, user, expires_at)
+        return Admitted(name, source, ip, user, expires_at, client_address(scope))
 
     async def _stream(self, admitted: Admitted, receive: Receive, send: Send) -> None:
         """Follow the admitted name until the client leaves or the stream ends."""
@@ -158,7 +189,10 @@ class LogsEndpoint:
         )
         feed = self.plugin.feeds.get(name, admitted.source)
         feed.join(buffer, settings.history)
-        gateway.log.info("log stream opened", route=PATH, file=name, client=ip, user=admitted.user)
+        gateway.log.debug("log stream opened", route=PATH, file=name, client=ip, user=admitted.user)
+        audit = _present(user=admitted.user, address=admitted.address, file=name)
+        gateway.audit_log.record("log-open", {**audit, "outcome": "ok"})
+        opened = time.monotonic()
         loop = asyncio.get_running_loop()
         expiry = None
         if admitted.expires_at is not None:
@@ -175,7 +209,11 @@ class LogsEndpoint:
             )
         writer = loop.create_task(self._write(buffer, send))
 
+        shutdown = False
+
         def close(code: int, reason: str) -> asyncio.Task[None]:  # shutdown: 1001, no text
+            nonlocal shutdown
+            shutdown = True
             buffer.finish(None, code, reason, discard=True)
             return writer  # done once the close frame is sent
 
@@ -196,9 +234,15 @@ class LogsEndpoint:
                 self.per_client[ip] = left
             else:
                 self.per_client.pop(ip, None)
-            gateway.log.info(
+            gateway.log.debug(
                 "log stream closed", route=PATH, file=name, client=ip, skipped=buffer.dropped_total
             )
+            audit["durationMs"] = (time.monotonic() - opened) * 1000
+            audit["skipped"] = buffer.dropped_total
+            audit["reason"] = (
+                "gateway-shutdown" if shutdown else buffer.close_reason or "client-disconnect"
+            )
+            gateway.audit_log.record("log-close", audit)
 
     async def _authenticate(self, scope: Scope) -> Principal:
         gateway = self.gateway
@@ -212,11 +256,24 @@ class LogsEndpoint:
         try:
             principal = gateway.auth.verify(token)
         except VirtwireError as exc:
+            gateway.audit_log.record(
+                "auth-refused",
+                {
+                    "address": client_address(scope),
+                    "path": PATH,
+                    "outcome": exc.code,
+                    "reason": exc.message,
+                },
+            )
             if exc.code == ErrorCode.TOKEN_EXPIRED:
                 raise VirtwireError(exc.code, text("auth.expired")) from None
             raise VirtwireError(exc.code, text("auth.failed", reason=exc.message)) from None
         if not principal.has_scope("logs:read"):
-            raise VirtwireError(ErrorCode.FORBIDDEN, text("forbidden.scope", scope="logs:read"))
+            raise VirtwireError(
+                ErrorCode.FORBIDDEN,
+                text("forbidden.scope", scope="logs:read"),
+                details={"user": principal.user_id},  # for the audit record, not the client
+            )
         return principal
 
     @staticmethod
@@ -251,3 +308,8 @@ class LogsEndpoint:
                 await send({"type": "websocket.send", "text": item})
         except OSError:  # the client went away; the reader sees the disconnect
             return
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that have a value (an audit record leaves out what does not apply)."""
+    return {k: v for k, v in fields.items() if v is not None}

@@ -106,7 +106,7 @@ class SshTransport:
         policy = self.settings.host_key_policy
         known = [] if policy == "off" else await self.known.keys_for(host, port)
         check = HostKeyCheck(policy, known)
-        self.log.info(
+        self.log.debug(
             "ssh connecting", vm=vm_id, address=address, user=options["username"], policy=policy
         )
         try:
