@@ -335,9 +335,6 @@ def audit_path(config: AuditConfig, state_dir: Path) -> Path | None:
     return state_dir / "audit.log"
 
 
-__all__ = ["EVENTS", "REQUEST_ID", "AuditLog", "audit_path"]
-
-
 class AuditedRequest:
     """The context manager :meth:`AuditLog.request` returns (a plain class: it runs on every
     audited request, and a generator-based one costs more)."""
@@ -376,3 +373,6 @@ class AuditedRequest:
         record["outcome"] = outcome
         record["durationMs"] = (time.perf_counter() - self.start) * 1000
         log.record(self.event, record)
+
+
+__all__ = ["EVENTS", "REQUEST_ID", "AuditLog", "audit_path"]
