@@ -111,14 +111,12 @@ class LogsEndpoint:
         except Refusal as refusal:
             gateway.log.info("log stream refused", route=PATH, **refusal.log)
             if not refusal.audited:
-                gateway.audit_log.record(
+                gateway.audit(
                     "log-open",
-                    _present(
-                        user=refusal.log.get("user"),
-                        address=client_address(scope),
-                        file=refusal.log.get("file"),
-                        outcome=refusal.outcome,
-                    ),
+                    user=refusal.log.get("user"),
+                    address=client_address(scope),
+                    file=refusal.log.get("file"),
+                    outcome=refusal.outcome,
                 )
             with contextlib.suppress(OSError):
                 await send({"type": "websocket.send", "text": refusal.text})
@@ -190,8 +188,8 @@ class LogsEndpoint:
         feed = self.plugin.feeds.get(name, admitted.source)
         feed.join(buffer, settings.history)
         gateway.log.debug("log stream opened", route=PATH, file=name, client=ip, user=admitted.user)
-        audit = _present(user=admitted.user, address=admitted.address, file=name)
-        gateway.audit_log.record("log-open", {**audit, "outcome": "ok"})
+        who = {"user": admitted.user, "address": admitted.address, "file": name}
+        gateway.audit("log-open", **who, outcome="ok")
         opened = time.monotonic()
         loop = asyncio.get_running_loop()
         expiry = None
@@ -237,12 +235,15 @@ class LogsEndpoint:
             gateway.log.debug(
                 "log stream closed", route=PATH, file=name, client=ip, skipped=buffer.dropped_total
             )
-            audit["durationMs"] = (time.monotonic() - opened) * 1000
-            audit["skipped"] = buffer.dropped_total
-            audit["reason"] = (
-                "gateway-shutdown" if shutdown else buffer.close_reason or "client-disconnect"
+            gateway.audit(
+                "log-close",
+                **who,
+                durationMs=(time.monotonic() - opened) * 1000,
+                skipped=buffer.dropped_total,
+                reason="gateway-shutdown"
+                if shutdown
+                else buffer.close_reason or "client-disconnect",
             )
-            gateway.audit_log.record("log-close", audit)
 
     async def _authenticate(self, scope: Scope) -> Principal:
         gateway = self.gateway
@@ -256,14 +257,12 @@ class LogsEndpoint:
         try:
             principal = gateway.auth.verify(token)
         except VirtwireError as exc:
-            gateway.audit_log.record(
+            gateway.audit(
                 "auth-refused",
-                {
-                    "address": client_address(scope),
-                    "path": PATH,
-                    "outcome": exc.code,
-                    "reason": exc.message,
-                },
+                address=client_address(scope),
+                path=PATH,
+                outcome=exc.code,
+                reason=exc.message,
             )
             if exc.code == ErrorCode.TOKEN_EXPIRED:
                 raise VirtwireError(exc.code, text("auth.expired")) from None
@@ -308,8 +307,3 @@ class LogsEndpoint:
                 await send({"type": "websocket.send", "text": item})
         except OSError:  # the client went away; the reader sees the disconnect
             return
-
-
-def _present(**fields: Any) -> dict[str, Any]:
-    """The fields that have a value (an audit record leaves out what does not apply)."""
-    return {k: v for k, v in fields.items() if v is not None}
