@@ -247,8 +247,10 @@ def main() -> None:
     floor = start_server(script="_libvirt_floor.py")
     try:
         floors = asyncio.run(round_trips(floor.port, args.trips))
-        unpin(floor.proc.pid, everywhere)
-        floors_free = asyncio.run(round_trips(floor.port, args.trips))
+        floors_free = floors  # --no-pin: the same measurement
+        if PIN:
+            unpin(floor.proc.pid, everywhere)
+            floors_free = asyncio.run(round_trips(floor.port, args.trips))
     finally:
         floor.stop(30)
     server = start_server()
@@ -256,8 +258,10 @@ def main() -> None:
     try:
         noop, control = asyncio.run(round_trips(port, args.trips))
         cpu = asyncio.run(cpu_per_request(server, args.trips))
-        unpin(server.proc.pid, everywhere)
-        free = asyncio.run(round_trips(port, args.trips))
+        free = (noop, control)
+        if PIN:
+            unpin(server.proc.pid, everywhere)
+            free = asyncio.run(round_trips(port, args.trips))
         event: list[float] = []
         plain: list[float] = []
         busy: list[float] = []
